@@ -1,0 +1,22 @@
+"""Errors that the CLIs turn into one clear line and an exit code (never a traceback)."""
+
+
+class GolfError(Exception):
+    """Base of every expected failure. `exit_code` follows the CLI convention:
+    1 = a check failed (over budget, not significant, audit FAIL), 2 = usage or input error."""
+
+    exit_code = 2
+
+
+class CheckFailed(GolfError):
+    """The inputs were fine but the check they asked for did not pass."""
+
+    exit_code = 1
+
+
+class ArtifactError(GolfError):
+    """A .golf artifact is corrupt, truncated, or not an artifact at all."""
+
+
+class CheckpointError(GolfError):
+    """A checkpoint cannot be read safely (bad file, pickle with code, missing config)."""
