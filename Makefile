@@ -25,10 +25,10 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check golfpack golfeval trainer tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	$(BIN)/python -m golfeval.demo $(DEMO_ARGS)
+	$(BIN)/python -m trainer.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out
