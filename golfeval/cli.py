@@ -7,7 +7,14 @@ from golfpack.clikit import LazyGroup
 
 # name -> "module:command". Loaded lazily: `golfeval logs` must not import torch.
 COMMANDS = {
+    "score": "golfeval.score_cli:score",
+    "bytes": "golfeval.score_cli:bytes_cmd",
     "data": "golfeval.data_cli:data",
+    "audit": "golfeval.audit_cli:audit",
+    "logs": "golfeval.logs_cli:logs",
+    "verify": "golfeval.logs_cli:verify",
+    "significance": "golfeval.logs_cli:significance",
+    "seeds-needed": "golfeval.logs_cli:seeds_needed",
 }
 
 

@@ -6,6 +6,7 @@ from golfpack.clikit import LazyGroup
 from trainer import __version__
 
 COMMANDS = {
+    "train": "trainer.train_cli:train_cmd",
 }
 
 

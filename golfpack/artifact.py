@@ -1,0 +1,377 @@
+"""Step 2 and 3 of the pipeline: a QuantizedModel <-> artifact bytes (the .golf format).
+
+    data, report = encode_artifact(qmodel, config, codec="auto", tokenizer="sp.model")
+    art = load_artifact("model.golf")          # or parse_artifact(data)
+    art.state_dict(); art.config; art.tokenizer_sha256; art.vocab_size; art.report()
+
+Layout (FORMAT.md has every byte): 8-byte magic, u16 version, u16 flags, u32 header length,
+the header (compressed tensor table, stream table, config, tokenizer), an 8-byte BLAKE2b
+digest of everything before it, then the stream payloads back to back. Parts of entries
+(codes, scales, passthrough data) are pooled into streams by role and tensor family, so
+all `mlp.fc` codes of every layer are coded together.
+
+Reading never executes code and validates every count, length and offset against the file
+before allocating; each stream is checked against its own BLAKE2b-8 digest before decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from golfpack import codecs
+from golfpack.ansmodel import Layout
+from golfpack.binio import Reader, Writer
+from golfpack.errors import ArtifactError
+from golfpack.qmodel import RECONSTRUCT, Entry, Part, QuantizedModel, reconstruct
+
+MAGIC = b"GOLFPK\r\n"
+VERSION = 1
+PREFIX = 16  # magic + version + flags + header length
+DIGEST = 8
+DTYPE_IDS = ["float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32",
+             "int64", "bool"]
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1,
+            "int16": 2, "int32": 4, "int64": 8, "bool": 1}
+NP_DTYPE = {"float32": "<f4", "float16": "<f2", "float64": "<f8", "int8": "i1", "uint8": "u1",
+            "int16": "<i2", "int32": "<i4", "int64": "<i8", "bool": "u1", "bfloat16": "<u2"}
+MAX_TOTAL_RAW = 1 << 31  # content bytes a reader will ever materialise (2 GiB)
+MAX_HEADER_RAW = 1 << 24
+MAX_NDIM = 8
+HEADER_CODECS = ("store", "zlib", "brotli")
+
+
+def digest(data) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST).digest()
+
+
+def _np_name(arr: np.ndarray) -> str:
+    for name, code in NP_DTYPE.items():
+        if name != "bfloat16" and np.dtype(code) == arr.dtype.newbyteorder("<"):
+            return name
+    raise ArtifactError(f"cannot store an array of dtype {arr.dtype}")
+
+
+@dataclass
+class StreamInfo:
+    name: str
+    codec: str
+    transform: str
+    param: int
+    raw_len: int
+    stored_len: int
+    checksum: bytes
+    offset: int = 0  # of the payload in the file
+    seconds: float = 0.0
+
+
+@dataclass
+class PartRef:
+    role: str
+    dtype: str
+    stream: int
+    offset: int
+    length: int
+
+
+@dataclass
+class EntryInfo:
+    name: str
+    kind: str
+    dtype: str
+    shape: tuple[int, ...]
+    scheme: str
+    meta: dict
+    parts: list[PartRef] = field(default_factory=list)
+
+    @property
+    def params(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------- encoding
+def _tokenizer_info(tokenizer) -> tuple[bytes, int] | None:
+    if tokenizer is None:
+        return None
+    if isinstance(tokenizer, dict):
+        return bytes.fromhex(tokenizer["sha256"]), int(tokenizer["vocab_size"])
+    path = os.fspath(tokenizer)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read tokenizer {path}: {exc.strerror}") from None
+    import sentencepiece as spm
+
+    try:
+        sp = spm.SentencePieceProcessor(model_proto=raw)
+    except Exception:
+        raise ArtifactError(f"{path} is not a sentencepiece model") from None
+    return hashlib.sha256(raw).digest(), int(sp.get_piece_size())
+
+
+def _stream_key(role: str, part: Part) -> str:
+    if part.coding == "codes":
+        return f"{role}:{part.group or role}:int{part.bits}"
+    return f"{role}:{part.group or role}:{_np_name(part.data)}"
+
+
+def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", tokenizer=None,
+                    progress=None) -> tuple[bytes, dict]:
+    """Encode a QuantizedModel (+ model config, tokenizer path or {sha256, vocab_size})
+    into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`."""
+    if codec not in codecs.CHOICES:
+        raise ArtifactError(f"unknown codec {codec!r} (use one of {', '.join(codecs.CHOICES)})")
+    groups: dict[str, list[tuple[int, str, Part]]] = {}
+    for i, e in enumerate(qmodel.entries):
+        for role, part in e.parts.items():
+            groups.setdefault(_stream_key(role, part), []).append((i, role, part))
+    streams, payloads, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
+    seg_bits_by_stream = {}
+    for si, (key, members) in enumerate(groups.items()):
+        if progress:
+            progress(key)
+        first = members[0][2]
+        offset = 0
+        chunks = []
+        for i, role, part in members:
+            arr = np.ascontiguousarray(part.data)
+            b = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            refs[i].append(PartRef(role, "int8" if part.coding == "codes" else _np_name(arr),
+                                   si, offset, len(b)))
+            offset += len(b)
+            chunks.append(b)
+        content = b"".join(chunks)
+        if first.coding == "codes":
+            shapes = [_matrix_shape(p.data) for _, _, p in members]
+            codes = np.frombuffer(content, dtype=np.int8)
+            enc = codecs.encode_stream(content, "codes", codec, 1, codes, Layout(shapes),
+                                       first.bits)
+        else:
+            enc = codecs.encode_stream(content, "bytes", codec, first.data.dtype.itemsize)
+        if enc.segment_bits is not None:
+            seg_bits_by_stream[si] = enc.segment_bits
+        streams.append(StreamInfo(key, enc.codec, enc.transform, enc.param, enc.raw_len,
+                                  len(enc.payload), digest(enc.payload), seconds=enc.seconds))
+        payloads.append(enc.payload)
+    entries = [EntryInfo(e.name, e.kind, e.dtype, tuple(e.shape), e.scheme, _meta_of(e),
+                         refs[i]) for i, e in enumerate(qmodel.entries)]
+    header = _header_bytes(config, _tokenizer_info(tokenizer), streams, entries)
+    data = header + b"".join(payloads)
+    art = parse_artifact(data)
+    art._seg_bits = seg_bits_by_stream
+    for s_in, s_out in zip(streams, art.streams, strict=True):
+        s_out.seconds = s_in.seconds
+    return data, art.report(qmodel=qmodel)
+
+
+def _meta_of(e: Entry) -> dict:
+    """Entry meta as stored: kinds other than quant record the matrix shape of each codes
+    part (quant derives it from the tensor shape)."""
+    meta = dict(e.meta)
+    if e.kind != "quant":
+        shapes = {role: list(_matrix_shape(p.data)) for role, p in e.parts.items()
+                  if p.coding == "codes"}
+        if shapes:
+            meta["part_shapes"] = shapes
+    return meta
+
+
+def _matrix_shape(codes: np.ndarray) -> tuple[int, int]:
+    if codes.ndim == 2:
+        return int(codes.shape[0]), int(codes.shape[1])
+    return 1, int(codes.size)
+
+
+def _header_bytes(config, tok, streams, entries) -> bytes:
+    w = Writer()
+    try:
+        w.text(json.dumps(config, sort_keys=True, separators=(",", ":")))
+    except TypeError as exc:
+        raise ArtifactError(f"config is not JSON-serialisable: {exc}") from None
+    if tok is None:
+        w.u8(0)
+    else:
+        w.u8(1)
+        w.raw(tok[0])
+        w.varint(tok[1])
+    w.varint(len(streams))
+    for s in streams:
+        w.text(s.name)
+        w.u8(codecs.CODECS[s.codec])
+        w.u8(codecs.TRANSFORMS[s.transform])
+        w.u8(s.param)
+        w.varint(s.raw_len)
+        w.varint(s.stored_len)
+        w.raw(s.checksum)
+    w.varint(len(entries))
+    for e in entries:
+        w.text(e.name)
+        w.text(e.kind)
+        w.u8(DTYPE_IDS.index(e.dtype))
+        w.varint(len(e.shape))
+        for d in e.shape:
+            w.varint(d)
+        w.text(e.scheme)
+        w.text(json.dumps(e.meta, sort_keys=True, separators=(",", ":")) if e.meta else "")
+        w.varint(len(e.parts))
+        for p in e.parts:
+            w.text(p.role)
+            w.u8(DTYPE_IDS.index(p.dtype))
+            w.varint(p.stream)
+            w.varint(p.offset)
+            w.varint(p.length)
+    body = w.getvalue()
+    # The table is mostly repetitive names: store it compressed when that is smaller.
+    packed = min(((c, codecs.compress_general(c, body)) for c in HEADER_CODECS),
+                 key=lambda cp: len(cp[1]))
+    inner = Writer()
+    inner.u8(codecs.CODECS[packed[0]])
+    inner.varint(len(body))
+    inner.raw(packed[1])
+    blob = inner.getvalue()
+    head = MAGIC + VERSION.to_bytes(2, "little") + (0).to_bytes(2, "little") + \
+        len(blob).to_bytes(4, "little") + blob
+    return head + digest(head)
+
+
+# ----------------------------------------------------------------------------- reading
+class Artifact:
+    """A parsed artifact: header fields now, streams decoded on demand."""
+
+    def __init__(self, data: bytes, config, tok, streams, entries, header_bytes):
+        self.data = data
+        self.config: dict = config
+        self.tokenizer_sha256: str | None = tok[0].hex() if tok else None
+        self.vocab_size: int | None = tok[1] if tok else None
+        self.streams: list[StreamInfo] = streams
+        self.entries: list[EntryInfo] = entries
+        self.header_bytes: int = header_bytes
+        self._content: dict[int, bytes] = {}
+        self._seg_bits: dict[int, np.ndarray] = {}
+
+    @property
+    def file_bytes(self) -> int:
+        return len(self.data)
+
+    def stream_content(self, i: int) -> bytes:
+        """Decoded content of stream i (checksum verified first)."""
+        if i not in self._content:
+            s = self.streams[i]
+            payload = memoryview(self.data)[s.offset:s.offset + s.stored_len]
+            if digest(payload) != s.checksum:
+                raise ArtifactError(f"stream {s.name!r}: checksum mismatch (corrupt payload)")
+            content, layout, seg_bits = codecs.decode_stream(
+                codecs.CODECS[s.codec], codecs.TRANSFORMS[s.transform], s.param, payload,
+                s.raw_len)
+            if layout is not None:
+                want = [self._codes_shape(e, p) for e, p in self._parts_of(i)]
+                if list(layout.shapes) != want:
+                    raise ArtifactError(f"stream {s.name!r}: ans layout does not match the "
+                                        "tensor table")
+                self._seg_bits[i] = seg_bits
+            self._content[i] = content
+        return self._content[i]
+
+    def _parts_of(self, i: int) -> list[tuple[EntryInfo, PartRef]]:
+        found = [(e, p) for e in self.entries for p in e.parts if p.stream == i]
+        return sorted(found, key=lambda ep: ep[1].offset)
+
+    @staticmethod
+    def _codes_shape(e: EntryInfo, p: PartRef) -> tuple[int, int]:
+        """[rows, cols] of a codes part: from the tensor shape for quant entries, from
+        meta["part_shapes"] for other kinds (default one row)."""
+        if e.kind == "quant":
+            rows = e.shape[0] if len(e.shape) >= 2 else 1
+            return (rows, p.length // rows) if rows else (0, 0)
+        shape = e.meta.get("part_shapes", {}).get(p.role)
+        if isinstance(shape, list) and len(shape) == 2 and all(
+                isinstance(v, int) and v >= 0 for v in shape) and shape[0] * shape[1] == p.length:
+            return shape[0], shape[1]
+        return 1, p.length
+
+    def entry(self, e: EntryInfo) -> Entry:
+        """The stored arrays of one entry, as a qmodel Entry."""
+        parts = {}
+        for p in e.parts:
+            raw = self.stream_content(p.stream)[p.offset:p.offset + p.length]
+            arr = np.frombuffer(raw, dtype=NP_DTYPE[p.dtype])
+            is_codes = p.dtype == "int8" and (
+                (e.kind == "quant" and p.role == "codes")
+                or p.role in (e.meta.get("part_shapes") or {}))
+            if is_codes:
+                arr = arr.reshape(self._codes_shape(e, p))
+            parts[p.role] = Part(arr, "codes" if is_codes else "bytes")
+        entry = Entry(e.name, e.shape, e.dtype, e.kind, e.scheme, parts, dict(e.meta))
+        if e.kind == "quant":
+            _check_code_range(entry)
+        return entry
+
+    def quantized_model(self) -> QuantizedModel:
+        """The codes, scales and passthrough data exactly as stored."""
+        from golfpack.quant import parse_scheme
+        from golfpack.scheme import family
+
+        qm = QuantizedModel([self.entry(e) for e in self.entries])
+        for e in qm.entries:
+            if e.kind == "quant":
+                bits = parse_scheme(e.scheme).bits
+                e.parts["codes"].bits = bits
+                e.parts["codes"].group = e.parts["scales"].group = family(e.name)
+            elif e.kind in ("float", "raw"):
+                e.parts["data"].group = e.scheme if e.kind == "float" else e.dtype
+        return qm
+
+    def state_dict(self) -> dict:
+        """Dequantized float32 tensors by original name; passthrough tensors in their dtype."""
+        out = {}
+        for e in self.entries:
+            if e.kind not in RECONSTRUCT:
+                raise ArtifactError(f"entry {e.name!r} has kind {e.kind!r}, which this "
+                                    "golfpack cannot rebuild (a newer version wrote it)")
+            out[e.name] = reconstruct(self.entry(e))
+        return out
+
+    def report(self, qmodel: QuantizedModel | None = None, decode: bool = True) -> dict:
+        from golfpack.accounting import artifact_report
+
+        if decode:
+            for i, s in enumerate(self.streams):
+                if s.codec == "ans" and i not in self._seg_bits:
+                    self.stream_content(i)
+        return artifact_report(self, qmodel)
+
+
+def _check_code_range(e: Entry) -> None:
+    from golfpack.quant import SchemeError, parse_scheme
+
+    try:
+        qmax = parse_scheme(e.scheme).qmax
+    except SchemeError:
+        raise ArtifactError(f"entry {e.name!r}: bad scheme {e.scheme!r}") from None
+    codes = e.parts["codes"].data
+    if codes.size and int(np.abs(codes.astype(np.int16)).max()) > qmax:
+        raise ArtifactError(f"entry {e.name!r}: codes exceed ±{qmax}")
+
+
+def load_artifact(path) -> Artifact:
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return parse_artifact(data)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+
+
+def parse_artifact(data: bytes) -> Artifact:
+    from golfpack.artifact_read import parse
+
+    return parse(data, Artifact)

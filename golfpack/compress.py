@@ -1,0 +1,165 @@
+"""The library behind `golfpack compress|inspect|unpack|bench` (the CLI only parses flags).
+
+    data, report = compress_state_dict(state_dict, config, scheme_spec=None, codec="auto")
+    report = compress_checkpoint("ckpt.safetensors", "model.golf", budget=16_000_000)
+    report = inspect_artifact("model.golf")
+    unpack_artifact("model.golf", "roundtrip.safetensors")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from golfpack.accounting import DEFAULT_BUDGET, check_budget, code_bytes, with_budget
+from golfpack.artifact import encode_artifact, load_artifact
+from golfpack.errors import CheckFailed, GolfError
+from golfpack.qmodel import QuantizedModel, quantize_state_dict
+
+Progress = Callable[[str], None] | None
+
+
+def compress_state_dict(state_dict, config: dict, scheme_spec: str | None = None,
+                        codec: str = "auto", code_files=(), code_mode: str = "raw",
+                        tokenizer=None, budget: int = DEFAULT_BUDGET,
+                        progress: Progress = None) -> tuple[bytes, dict]:
+    """Quantize + encode a state dict -> (artifact bytes, report). Does not enforce the
+    budget (see check_budget); the report carries total_bytes and headroom."""
+    code = code_bytes(code_files, code_mode)  # fail on bad code files before the slow part
+    t0 = time.perf_counter()
+    qmodel = quantize_state_dict(state_dict, scheme_spec, progress=progress)
+    t1 = time.perf_counter()
+    data, report = encode_artifact(qmodel, config, codec=codec, tokenizer=tokenizer,
+                                   progress=progress)
+    t2 = time.perf_counter()
+    report = with_budget(report, code, budget)
+    report["scheme_spec"] = scheme_spec
+    report["seconds"] = {"quantize": round(t1 - t0, 3), "encode": round(t2 - t1, 3)}
+    return data, report
+
+
+def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
+                        codec: str = "auto", code_files=(), code_mode: str = "raw",
+                        tokenizer=None, budget: int = DEFAULT_BUDGET, force: bool = False,
+                        allow_over: bool = False, config=None,
+                        progress: Progress = None) -> dict:
+    """Checkpoint -> artifact file. Over budget raises CheckFailed and writes nothing,
+    unless allow_over (then the file is written and report["over_budget"] is True)."""
+    from golfpack.checkpoint import load
+    from golfpack.clikit import atomic_write_bytes, refuse_same_file
+
+    refuse_same_file(ckpt_path, out_path)
+    for f in code_files:
+        refuse_same_file(f, out_path)
+    if os.path.exists(out_path) and not force:
+        raise GolfError(f"{out_path} exists; pass --force to overwrite it")
+    state_dict, cfg = load(ckpt_path, config)
+    data, report = compress_state_dict(state_dict, cfg, scheme_spec, codec, code_files,
+                                       code_mode, tokenizer, budget, progress)
+    report["over_budget"] = report["headroom"] < 0
+    if report["over_budget"] and not allow_over:
+        check_budget(report)
+    atomic_write_bytes(out_path, data, force=force)
+    report["output"] = os.fspath(out_path)
+    return report
+
+
+def inspect_artifact(path, code_files=(), code_mode: str = "raw",
+                     budget: int = DEFAULT_BUDGET) -> dict:
+    """The accounting of an artifact from the file alone (every stream is verified)."""
+    art = load_artifact(path)
+    return with_budget(art.report(), code_bytes(code_files, code_mode), budget)
+
+
+def unpack_artifact(path, out_path, force: bool = False) -> dict:
+    """Artifact -> checkpoint of dequantized weights + config (golfpack.checkpoint format)."""
+    from golfpack.checkpoint import save
+    from golfpack.clikit import refuse_same_file
+
+    refuse_same_file(path, out_path)
+    if os.path.exists(out_path) and not force:
+        raise GolfError(f"{out_path} exists; pass --force to overwrite it")
+    t0 = time.perf_counter()
+    art = load_artifact(path)
+    state = art.state_dict()
+    t1 = time.perf_counter()
+    save(out_path, state, art.config, force=force)
+    return {"artifact": os.fspath(path), "output": os.fspath(out_path), "tensors": len(state),
+            "params": sum(int(t.numel()) for t in state.values()),
+            "seconds": {"decode": round(t1 - t0, 3), "write": round(time.perf_counter() - t1, 3)}}
+
+
+def order0_bytes(codes: np.ndarray) -> float:
+    """Empirical order-0 entropy of a code stream, in bytes."""
+    counts = np.bincount(np.asarray(codes, dtype=np.int64).ravel() + 128, minlength=256)
+    counts = counts[counts > 0].astype(np.float64)
+    n = counts.sum()
+    return float(-(counts * np.log2(counts / n)).sum() / 8) if n else 0.0
+
+
+def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib"),
+                 progress: Progress = None) -> dict:
+    """Every quantized code stream through every codec, side by side with its order-0
+    entropy: {"streams": [...], "totals": {codec: {bytes, bits_per_weight, seconds}}}."""
+    from golfpack.ansmodel import Layout
+    from golfpack.codecs import compress_general
+    from golfpack.scheme import family
+
+    groups: dict[str, list] = {}
+    for e in qmodel.entries:
+        if e.kind == "quant":
+            p = e.parts["codes"]
+            groups.setdefault(f"codes:{family(e.name)}:int{p.bits}", []).append(p)
+    rows = []
+    totals = {c: {"bytes": 0, "seconds": 0.0} for c in codecs_to_run}
+    totals["order0"] = {"bytes": 0.0, "seconds": 0.0}
+    n_total = 0
+    for name, parts in groups.items():
+        if progress:
+            progress(name)
+        codes = np.concatenate([np.asarray(p.data).ravel() for p in parts])
+        content = codes.tobytes()
+        row = {"name": name, "codes": int(codes.size), "order0_bytes": order0_bytes(codes)}
+        for c in codecs_to_run:
+            t = time.perf_counter()
+            if c == "ans":
+                from golfpack import ansmodel
+
+                layout = Layout([(p.data.shape[0], p.data.shape[1]) if p.data.ndim == 2
+                                 else (1, p.data.size) for p in parts])
+                size = len(ansmodel.encode(codes, layout, parts[0].bits)[0])
+            else:
+                size = len(compress_general(c, content))
+            dt = time.perf_counter() - t
+            row[c] = {"bytes": size, "seconds": round(dt, 3)}
+            totals[c]["bytes"] += size
+            totals[c]["seconds"] += dt
+        totals["order0"]["bytes"] += row["order0_bytes"]
+        n_total += codes.size
+        rows.append(row)
+    for c, t in totals.items():
+        t["bits_per_weight"] = 8.0 * t["bytes"] / n_total if n_total else 0.0
+        t["vs_order0"] = t["bytes"] / totals["order0"]["bytes"] if totals["order0"]["bytes"] \
+            else None
+        t["seconds"] = round(t["seconds"], 3)
+    return {"codes": n_total, "streams": rows, "totals": totals}
+
+
+def bench_checkpoint(ckpt_path, scheme_spec: str | None = None, config=None,
+                     progress: Progress = None) -> dict:
+    from golfpack.checkpoint import load
+
+    state_dict, _ = load(ckpt_path, config)
+    t = time.perf_counter()
+    qmodel = quantize_state_dict(state_dict, scheme_spec)
+    out = bench_codecs(qmodel, progress=progress)
+    out["quantize_seconds"] = round(time.perf_counter() - t, 3)
+    out["scheme_spec"] = scheme_spec
+    return out
+
+
+__all__ = ["compress_state_dict", "compress_checkpoint", "inspect_artifact", "unpack_artifact",
+           "bench_codecs", "bench_checkpoint", "order0_bytes", "CheckFailed"]

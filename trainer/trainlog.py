@@ -1,0 +1,70 @@
+"""The run's log in the challenge's line formats (what golfeval's log parser reads back).
+
+Only rank 0 writes. Every line goes to OUT/train.log (flushed at once, so a killed run keeps
+its log) and, unless quiet, to stdout. The format helpers below are the single place where
+line shapes are defined.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+class TrainLog:
+    def __init__(self, path, enabled: bool = True, echo: bool = True, append: bool = False):
+        self.enabled, self.echo = enabled, echo
+        self.fh = None
+        if enabled:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.fh = open(path, "a" if append else "w", encoding="utf-8")
+
+    def __call__(self, line: str) -> None:
+        if not self.enabled:
+            return
+        self.fh.write(line + "\n")
+        self.fh.flush()
+        if self.echo:
+            print(line, file=sys.stdout, flush=True)
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+def header_lines(cfg_dict: dict) -> list[str]:
+    """The hyperparameter echo: a `Hyperparameters:` block of `  key: value` lines."""
+    lines = ["Hyperparameters:"]
+    lines += [f"  {k}: {v}" for k, v in cfg_dict.items()]
+    return lines
+
+
+def train_line(step: int, total: int, loss: float, train_ms: float, step_avg_ms: float,
+               tok_s: float) -> str:
+    return (f"step:{step}/{total} train_loss:{loss:.4f} train_time:{train_ms:.0f}ms "
+            f"step_avg:{step_avg_ms:.2f}ms tok_s:{tok_s:.0f}")
+
+
+def val_line(step: int, total: int, loss: float, bpb: float, train_ms: float,
+             step_avg_ms: float) -> str:
+    return (f"step:{step}/{total} val_loss:{loss:.4f} val_bpb:{bpb:.4f} "
+            f"train_time:{train_ms:.0f}ms step_avg:{step_avg_ms:.2f}ms")
+
+
+def stop_line(train_ms: float, step: int, total: int) -> str:
+    return f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{total}"
+
+
+def final_lines(label: str, loss: float, bpb: float, eval_ms: float, extras: str = "") -> list:
+    """The rounded line and the `_exact` line (8 decimals) of one final evaluation."""
+    extra = f" {extras}" if extras else ""
+    return [f"{label} val_loss:{loss:.4f} val_bpb:{bpb:.4f}{extra} eval_time:{eval_ms:.0f}ms",
+            f"{label}_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}"]
+
+
+def size_lines(tag: str, model_bytes: int, code_bytes: int, total_bytes: int) -> list[str]:
+    t = f" {tag}" if tag else ""
+    return [f"Serialized model{t}: {model_bytes} bytes",
+            *([f"Code size: {code_bytes} bytes"] if not tag else []),
+            f"Total submission size{t}: {total_bytes} bytes"]
