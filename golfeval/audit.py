@@ -103,7 +103,7 @@ def _lora(model, cfg: AuditConfig) -> AuditMode:
     def boundaries(tokens):
         starts, ntargets = split_documents(tokens, cfg.bos_id)
         out = list(starts)
-        for a, n in zip(starts, ntargets):
+        for a, n in zip(starts, ntargets, strict=True):
             out.extend(range(int(a) + s.chunk, int(a + n), s.chunk))
         return out
 

@@ -423,8 +423,6 @@ def _finish(cur: _Run) -> RunLog:
         m = choice.metric
         log.val_bpb, log.val_loss, log.label = m.val_bpb, m.val_loss, m.label
         log.decimals, log.loss_decimals = m.decimals, m.loss_decimals
-    elif choice.status == "ambiguous":
-        log.reason = choice.reason
     elif choice.reason:
         log.reason = choice.reason
     elif prog:

@@ -229,7 +229,7 @@ def _print_significance(res: dict) -> None:
     rows = [["test", "t", "df", "p"]]
     for key in ("welch", "welch_margin", "one_sample", "one_sample_margin"):
         t = res[key]
-        if t:
+        if t and not (key.endswith("margin") and not res["margin_bpb"]):
             rows.append([key.replace("_", " "), _fmt(t["t"], ".4f"), _fmt(t["df"], ".2f"),
                          _fmt(t["p"], ".3g")])
     click.echo(_table(rows, indent=""))
@@ -283,7 +283,7 @@ def seeds_needed(delta, std, alpha, power, margin_bpb, design, old_n, as_json):
 
     effect = delta - margin_bpb
     if effect <= 0:
-        raise GolfError("--delta must exceed --margin-bpb")
+        raise GolfError("--delta must be > 0 and larger than --margin-bpb")
     res = compute(effect, std, alpha=alpha, power=power, design=design, old_n=old_n)
     res["margin_bpb"] = margin_bpb
     if as_json:
@@ -292,8 +292,8 @@ def seeds_needed(delta, std, alpha, power, margin_bpb, design, old_n, as_json):
     rows = [["n", "df", "power"]] + [[str(r["n"]), f"{r['df']:.2f}", f"{r['power']:.3f}"]
                                      for r in res["table"]]
     click.echo(_table(rows, indent=""))
-    who = ("vs a fixed value" if design == "one-sample" else
-           f"Welch vs {old_n or 'as many'} SOTA runs")
+    who = ("one-sample vs a fixed value" if design == "one-sample" else
+           f"Welch vs {old_n} SOTA runs" if old_n else "Welch, as many SOTA runs as new ones")
     if res["n"] is None:
         click.echo(res["note"])
     else:

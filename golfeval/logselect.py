@@ -46,8 +46,12 @@ class Metric:
     note: str | None = None
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("label", "val_loss", "val_bpb", "kind", "line",
-                                              "eval_time_ms", "stride", "note")}
+        d = {k: getattr(self, k) for k in ("label", "val_loss", "val_bpb", "kind", "line",
+                                           "eval_time_ms", "stride", "note")}
+        for k in ("val_loss", "val_bpb"):  # JSON has no NaN
+            if d[k] is not None and not math.isfinite(d[k]):
+                d[k] = None
+        return d
 
 
 @dataclass
@@ -243,8 +247,10 @@ def choose(finals: list[Metric], others: list[Metric], ctx: Context) -> Choice:
         out.notes.append("no recognised final label; using the unrecognised one(s)")
     if not candidates:
         out.status = "no_final_metric"
-        out.reason = ("only diagnostic evaluations were printed"
-                      if any(m.kind == "diagnostic" for m in finals) else None)
+        if any(m.note == "non-finite value" for m in finals):
+            out.reason = "the final evaluation printed a non-finite score (nan/inf)"
+        elif any(m.kind == "diagnostic" for m in finals):
+            out.reason = "only diagnostic evaluations were printed"
         return out
     groups = _merge(candidates)
     reps = []

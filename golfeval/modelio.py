@@ -8,7 +8,7 @@ golfeval never imports the trainer: models are rebuilt from the config's `arch` 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -24,7 +24,7 @@ class LoadedModel:
     arch: str
     vocab_size: int                      # rows of the output head
     tokenizer_sha256: str | None = None  # recorded in artifacts; None for checkpoints
-    extra: dict = field(default_factory=dict)
+    tokenizer_vocab: int | None = None   # the recorded tokenizer's piece count (artifacts)
 
 
 def load_model(artifact=None, checkpoint=None, model_spec: str | None = None,
@@ -50,11 +50,9 @@ def load_model(artifact=None, checkpoint=None, model_spec: str | None = None,
     arch = model_spec or cfg.get("arch", DEFAULT_ARCH)
     model = build_model(cfg, state, arch=arch)
     model.eval().requires_grad_(False).to(device)
-    vocab = model_vocab_size(model, cfg)
-    if artifact is not None and getattr(art, "vocab_size", None) not in (None, vocab):
-        raise GolfError(f"{path}: artifact says vocab {art.vocab_size} but its model has "
-                        f"{vocab} output rows")
-    return LoadedModel(model, cfg, source, path, arch, vocab, tok_hash)
+    tok_vocab = getattr(art, "vocab_size", None) if artifact is not None else None
+    return LoadedModel(model, cfg, source, path, arch, model_vocab_size(model, cfg), tok_hash,
+                       tok_vocab)
 
 
 def _load_artifact(path):

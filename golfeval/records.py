@@ -137,7 +137,8 @@ def _scan(d: Path) -> tuple[list[str], list[Path]]:
     except OSError as exc:
         raise GolfError(f"cannot list {d}: {exc.strerror}") from exc
     return ([e.name for e in entries if e.is_file()],
-            [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")])
+            [Path(e.path) for e in entries
+             if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")])
 
 
 def _submission_below(d: Path) -> bool:

@@ -55,7 +55,7 @@ def _check_sidecar_shapes(shard_paths, sidecar_paths) -> None:
 def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
              seq_len=1024, stride=64, batch=None, max_tokens=None, doc_isolation=False,
              model_spec=None, config=None, device="auto", per_token_path=None, force=False,
-             sidecar=None, no_sidecar=False, compile_model=False, progress=False,
+             sidecar=None, no_sidecar=False, compile_model=None, progress=False,
              warn=None) -> dict:
     """Load, check, score; returns the report (per-token file written on rank 0)."""
     from golfeval import distributed, modelio
@@ -76,7 +76,8 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
         loaded = modelio.load_model(artifact, checkpoint, model_spec, config, ctx.device)
         if loaded.tokenizer_sha256 and loaded.tokenizer_sha256 != tok_sha:
             msg = (f"{loaded.path} was made with tokenizer sha256 "
-                   f"{loaded.tokenizer_sha256[:16]}..., {tokenizer} is {tok_sha[:16]}...")
+                   f"{loaded.tokenizer_sha256[:16]}... ({loaded.tokenizer_vocab} pieces), "
+                   f"{tokenizer} is {tok_sha[:16]}... ({tok_vocab} pieces)")
             if not force:
                 raise GolfError(msg + "; pass --force to score anyway")
             warn(msg)
@@ -97,6 +98,8 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
         else:
             tables = ByteTables.from_tokenizer(tokenizer)
             target_bytes, source = tables.target_bytes(tokens), "tables"
+        if compile_model is None:  # 2.9x on an H100; compiling costs seconds, not minutes
+            compile_model = ctx.device.type == "cuda"
         if compile_model:
             modelio.compile_model(loaded.model)
         batch = batch or default_batch(ctx.device.type)
@@ -112,7 +115,7 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
             "label": final_label(mode, loaded.source),
             "mode": mode, "seq_len": seq_len, "stride": stride if mode == "sliding" else None,
             "doc_isolation": doc_isolation, "batch": batch, "device": str(ctx.device),
-            "amp": "bf16" if ctx.device.type == "cuda" else "off",
+            "amp": "bf16" if ctx.device.type == "cuda" else "off", "compiled": compile_model,
             "tokens": int(tokens.size), "bytes_source": source,
             "model": {"source": loaded.source, "path": loaded.path, "arch": loaded.arch,
                       "vocab_size": loaded.vocab_size},
@@ -183,7 +186,8 @@ def result_line(report: dict) -> str:
               help="byte sidecar file or directory (default: any in the data directory)")
 @click.option("--no-sidecar", is_flag=True, help="use the tokenizer's byte tables even if "
               "sidecars sit beside the data")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model body")
+@click.option("--compile/--no-compile", "compile_model", default=None,
+              help="torch.compile the model body (default: on for CUDA, off for CPU)")
 @click.option("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
 @click.option("--force", is_flag=True,
               help="score despite a tokenizer hash mismatch; overwrite --per-token")

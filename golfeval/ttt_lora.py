@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from golfeval import distributed
-from golfeval.fingerprint import (ScoreFirstLedger, drop_inference_caches, state_tensors,
-                                  unchanged)
+from golfeval.fingerprint import ScoreFirstLedger, drop_inference_caches, state_tensors, unchanged
 from golfeval.score import ScoreResult
 from golfpack.errors import GolfError
 
@@ -130,7 +129,7 @@ class BatchedLoRA(nn.Module):
 
     @torch.no_grad()
     def reset(self) -> None:
-        for a, b, a0 in zip(self.A, self.B, self._a0):
+        for a, b, a0 in zip(self.A, self.B, self._a0, strict=True):
             a.copy_(a0.expand_as(a))
             b.zero_()
 
@@ -319,7 +318,7 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
                 if bar is not None:
                     bar.update(int(ntargets[sel].sum()) * world)
         finally:
-            for p, flag in zip(model.parameters(), flags):
+            for p, flag in zip(model.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
             if bar is not None:
                 bar.close()

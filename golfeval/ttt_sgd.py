@@ -27,8 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from golfeval import distributed
-from golfeval.fingerprint import (ScoreFirstLedger, drop_inference_caches, state_tensors,
-                                  unchanged)
+from golfeval.fingerprint import ScoreFirstLedger, drop_inference_caches, state_tensors, unchanged
 from golfeval.score import ScoreResult, document_mask, score_windows
 from golfeval.windows import WindowPlan, _split, sliding_plan
 from golfpack.errors import GolfError
@@ -73,7 +72,7 @@ def chunk_plans(n_tokens: int, seq_len: int, stride: int,
     bounds = chunk_bounds(plan.n_targets, chunk_tokens)
     lo_all, hi_all = plan.starts + plan.offsets, plan.starts + plan.lengths
     plans = []
-    for a, e in zip(bounds[:-1], bounds[1:]):
+    for a, e in zip(bounds[:-1], bounds[1:], strict=True):
         sel = (hi_all > a) & (lo_all < e)
         lo, hi = np.maximum(lo_all[sel], a), np.minimum(hi_all[sel], e)
         starts = np.maximum(0, hi - seq_len)
@@ -138,12 +137,12 @@ class ChunkTrainer:
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             offset = 0
-            for p, g in zip(self.params, grads):
+            for p, g in zip(self.params, grads, strict=True):
                 n = g.numel()
                 p.grad = flat[offset: offset + n].view_as(p).clone()
                 offset += n
         else:
-            for p, g in zip(self.params, grads):
+            for p, g in zip(self.params, grads, strict=True):
                 p.grad = g
         if self.s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.s.grad_clip)
@@ -202,7 +201,7 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
             if saved is not None:
                 with torch.no_grad():
                     model.load_state_dict(saved)
-            for p, flag in zip(model.parameters(), flags):
+            for p, flag in zip(model.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
             if bar is not None:
                 bar.close()

@@ -274,6 +274,14 @@ def _flags(rec: RecordFolder, claim, match: Match, primary, done) -> list[dict]:
             flags.append(_flag("duplicate_seed", "warning", "several runs share seed "
                                + ", ".join(map(str, dup))))
     flags.extend(_seed_result_flags(rec, done))
+    sub = rec.submission
+    if sub and sub.all_runs and len(sub.all_runs) > len(match.support or done):
+        flags.append(_flag("disclosed_runs", "info", f"submission.json discloses "
+                           f"{len(sub.all_runs)} runs in all; the claim rests on "
+                           f"{len(match.support or done)}"))
+    if sub and sub.compliance_rerun:
+        flags.append(_flag("compliance_rerun", "info", "submission.json carries a "
+                           "compliance_rerun block: check that its logs are in the folder"))
     if rec.duplicates:
         flags.append(_flag("duplicates", "info", "counted once: " + "; ".join(
             f"{d['file']} = {d['same_as']}" for d in rec.duplicates)))

@@ -23,7 +23,6 @@ import numpy as np
 
 from golfpack import entropy as ent
 from golfpack.binio import Reader, Writer
-from golfpack.errors import ArtifactError
 
 VERSION = 1
 MAX_CLASSES = 64
@@ -31,6 +30,19 @@ MAX_CONTEXTS = 256
 K_GRID = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 C_GRID = (2, 4, 8)
 ITERS = 6
+TABLE_SLOTS_FLOOR = 1 << 22  # decoder slot tables may hold max(this, 16 n) entries
+
+
+def prob_bits_for(n: int) -> int:
+    """Probability precision: 15 bits for big streams, 12 for small ones (smaller decoder
+    tables; the precision loss is negligible at that size)."""
+    return ent.PROB_BITS if n >= 1 << 16 else 12
+
+
+def tables_fit(n_ctx: int, prob_bits: int, n: int) -> bool:
+    """The decoder builds (n_ctx + 1) * 2^P slot entries: keep that proportional to the
+    stream so a hostile header cannot make a tiny stream allocate a lot."""
+    return (n_ctx + 1) << prob_bits <= max(TABLE_SLOTS_FLOOR, 16 * n)
 
 
 @dataclass
@@ -163,7 +175,7 @@ class _Fitter:
                 break
         return row_cls, col_cls, hist
 
-    def cost(self, K, C, row_cls, col_cls, hist):
+    def cost(self, K, C, row_cls, col_cls, hist, prob_bits):
         """Total bytes (estimate within a few bytes) and the chosen symmetry."""
         counts = np.zeros((K, C * self.S))
         np.add.at(counts, row_cls, hist)
@@ -174,7 +186,7 @@ class _Fitter:
             bits = 0.0
             for cnt, lev in zip(counts, levels, strict=True):
                 if cnt.any():
-                    bits += ent.ideal_bits(cnt, ent.normalize(lev))
+                    bits += ent.ideal_bits(cnt, ent.normalize(lev, prob_bits), prob_bits)
             table = sum(_table_bytes(c, symmetric, self.qmax) for c in counts)
             total = bits / 8 + table
             if best is None or total < best[0]:
@@ -196,6 +208,7 @@ class Fit:
     row_cls: np.ndarray
     col_cls: np.ndarray
     est_bytes: float
+    prob_bits: int = ent.PROB_BITS
 
 
 def fit_model(codes: np.ndarray, layout: Layout, bits: int, max_k: int = MAX_CLASSES,
@@ -204,15 +217,17 @@ def fit_model(codes: np.ndarray, layout: Layout, bits: int, max_k: int = MAX_CLA
     qmax = (1 << (bits - 1)) - 1
     sym = codes.astype(np.int64) + qmax
     fitter = _Fitter(sym, layout, qmax)
+    pb = prob_bits_for(layout.n)
     best = None
     worse = 0
     for K in K_GRID:
-        if K > max_k or K > max(layout.n_rows, 1):
+        if best is not None and (K > max_k or K > layout.n_rows
+                                 or not tables_fit(K, pb, layout.n)):
             break
         rc, cc, hist = fitter.fit(K, 1)
-        total, symm = fitter.cost(K, 1, rc, cc, hist)
+        total, symm = fitter.cost(K, 1, rc, cc, hist, pb)
         if best is None or total < best.est_bytes:
-            best, worse = Fit(K, 1, symm, rc, cc, total), 0
+            best, worse = Fit(K, 1, symm, rc, cc, total, pb), 0
         else:
             worse += 1
             if worse >= 2:
@@ -220,19 +235,19 @@ def fit_model(codes: np.ndarray, layout: Layout, bits: int, max_k: int = MAX_CLA
     if try_columns and layout.n_cols > 1:
         for C in C_GRID:
             K = best.K
-            if K * C > MAX_CONTEXTS or C > layout.n_cols:
+            if K * C > MAX_CONTEXTS or C > layout.n_cols or not tables_fit(K * C, pb, layout.n):
                 break
             rc, cc, hist = fitter.fit(K, C)
-            total, symm = fitter.cost(K, C, rc, cc, hist)
+            total, symm = fitter.cost(K, C, rc, cc, hist, pb)
             if total < best.est_bytes:
-                best = Fit(K, C, symm, rc, cc, total)
+                best = Fit(K, C, symm, rc, cc, total, pb)
             else:
                 break
     return best
 
 
-def encode(codes: np.ndarray, layout: Layout, bits: int, fit: Fit | None = None,
-           prob_bits: int = ent.PROB_BITS) -> tuple[bytes, np.ndarray]:
+def encode(codes: np.ndarray, layout: Layout, bits: int,
+           fit: Fit | None = None) -> tuple[bytes, np.ndarray]:
     """int8 codes (flat, layout order) -> (payload, ideal bits per segment)."""
     codes = np.asarray(codes).ravel()
     if codes.size != layout.n:
@@ -241,6 +256,7 @@ def encode(codes: np.ndarray, layout: Layout, bits: int, fit: Fit | None = None,
     if codes.size and int(np.abs(codes.astype(np.int16)).max()) > qmax:
         raise ValueError(f"codes exceed ±{qmax} for int{bits}")
     fit = fit or fit_model(codes, layout, bits)
+    prob_bits = fit.prob_bits
     S = 2 * qmax + 1
     sym = codes.astype(np.int64) + qmax
     ctx = fit.row_cls[layout.row_ids()] * fit.C + fit.col_cls[layout.col_ids()]
@@ -293,13 +309,17 @@ def decode(payload: bytes | memoryview, max_symbols: int):
     symmetric = bool(flags & 1)
     qmax = (1 << (bits - 1)) - 1
     S = 2 * qmax + 1
-    n_seg = r.varint("segment count", limit=max(1, max_symbols))
-    shapes, total = [], 0
+    n_seg = r.varint("segment count", limit=r.remaining // 2)
+    shapes, total, edges = [], 0, 0
+    # Rows and columns carry class maps too: bound them by the codes plus a small slack
+    # (empty tensors such as [0, 512] have columns but no codes).
+    edge_limit = max_symbols + (1 << 20)
     for _ in range(n_seg):
-        rows = r.varint("rows", limit=max_symbols)
-        cols = r.varint("cols", limit=max_symbols)
+        rows = r.varint("rows", limit=edge_limit)
+        cols = r.varint("cols", limit=edge_limit)
         total += rows * cols
-        if total > max_symbols:
+        edges += rows + cols
+        if total > max_symbols or edges > edge_limit:
             r.fail(f"segments hold more than the {max_symbols} codes declared")
         shapes.append((rows, cols))
     layout = Layout(shapes)
@@ -308,6 +328,8 @@ def decode(payload: bytes | memoryview, max_symbols: int):
     if K < 1 or C < 1 or K * C > MAX_CONTEXTS or (K > 1 and K > layout.n_rows) \
             or (C > 1 and C > layout.n_cols):
         r.fail(f"bad class counts K={K} C={C}")
+    if not tables_fit(K * C, prob_bits, layout.n):
+        r.fail(f"{K * C} tables of 2^{prob_bits} slots are too many for {layout.n} codes")
     levels = []
     for _ in range(K * C):
         if symmetric:

@@ -25,7 +25,7 @@ import numpy as np
 
 from golfpack import codecs
 from golfpack.ansmodel import Layout
-from golfpack.binio import Reader, Writer
+from golfpack.binio import Writer
 from golfpack.errors import ArtifactError
 from golfpack.qmodel import RECONSTRUCT, Entry, Part, QuantizedModel, reconstruct
 
@@ -258,13 +258,22 @@ class Artifact:
     def file_bytes(self) -> int:
         return len(self.data)
 
+    def verify(self) -> None:
+        """Check every stream's digest (cheap) before any decoding work."""
+        for s in self.streams:
+            self._payload(s)
+
+    def _payload(self, s: StreamInfo) -> memoryview:
+        payload = memoryview(self.data)[s.offset:s.offset + s.stored_len]
+        if digest(payload) != s.checksum:
+            raise ArtifactError(f"stream {s.name!r}: checksum mismatch (corrupt payload)")
+        return payload
+
     def stream_content(self, i: int) -> bytes:
         """Decoded content of stream i (checksum verified first)."""
         if i not in self._content:
             s = self.streams[i]
-            payload = memoryview(self.data)[s.offset:s.offset + s.stored_len]
-            if digest(payload) != s.checksum:
-                raise ArtifactError(f"stream {s.name!r}: checksum mismatch (corrupt payload)")
+            payload = self._payload(s)
             content, layout, seg_bits = codecs.decode_stream(
                 codecs.CODECS[s.codec], codecs.TRANSFORMS[s.transform], s.param, payload,
                 s.raw_len)
@@ -316,6 +325,7 @@ class Artifact:
         from golfpack.quant import parse_scheme
         from golfpack.scheme import family
 
+        self.verify()
         qm = QuantizedModel([self.entry(e) for e in self.entries])
         for e in qm.entries:
             if e.kind == "quant":
@@ -328,6 +338,7 @@ class Artifact:
 
     def state_dict(self) -> dict:
         """Dequantized float32 tensors by original name; passthrough tensors in their dtype."""
+        self.verify()
         out = {}
         for e in self.entries:
             if e.kind not in RECONSTRUCT:
@@ -339,6 +350,7 @@ class Artifact:
     def report(self, qmodel: QuantizedModel | None = None, decode: bool = True) -> dict:
         from golfpack.accounting import artifact_report
 
+        self.verify()
         if decode:
             for i, s in enumerate(self.streams):
                 if s.codec == "ans" and i not in self._seg_bits:

@@ -7,6 +7,7 @@ from golfpack.clikit import LazyGroup
 
 # name -> "module:command"; each command is a thin wrapper over library functions.
 COMMANDS = {
+    **{c: f"golfpack.pack_cli:{c}_cmd" for c in ("compress", "inspect", "unpack", "bench")},
 }
 
 

@@ -5,9 +5,10 @@ bytes with an element width. Encoding = an optional transform (byte shuffle, N-b
 then a codec. Decoding is bounded by the declared content length: no decompressor is ever
 allowed to produce more than that, so a hostile stream cannot balloon memory.
 
-`auto` picks the smallest candidate. Codes streams are where the bytes are: `ans` is encoded
-exactly and the general codecs are first estimated on a sample; they only run in full when
-the estimate comes within 1% of ans (brute-forcing brotli-11 on 27M codes costs ~1 minute).
+`auto` picks the smallest candidate. Streams up to 128 KB try every candidate in full. For
+bigger ones `ans` (codes streams) is encoded exactly and each general codec x layout is
+estimated on a 128 KB sample; only candidates whose estimate comes within 1% of the best
+run in full (brute-forcing brotli-11 on 27M codes alone costs about a minute).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ TRANSFORMS = {"none": 0, "shuffle": 1, "bitpack": 2}
 TRANSFORM_NAMES = {v: k for k, v in TRANSFORMS.items()}
 GENERAL = ("zstd", "brotli", "lzma", "zlib")
 CHOICES = ("auto", "zstd", "zlib", "lzma", "brotli", "ans")
-FULL_TRIAL_BYTES = 1 << 20  # streams up to this size try every candidate in full
-SAMPLE_BYTES = 1 << 18
-SAMPLE_MARGIN = 0.99  # a sampled estimate must beat ans by 1% to earn a full run
+SAMPLE_BYTES = 1 << 17  # bigger streams estimate general codecs on a sample this size
+SAMPLE_MARGIN = 0.99  # an estimate must come within 1% of the best to earn a full run
 LZMA_MEMLIMIT = 1 << 28
 
 
@@ -187,27 +187,32 @@ def encode_stream(content: bytes, kind: str, choice: str = "auto", width: int = 
     if len(opts) == 1:
         return _encode_one(*opts[0], content, codes, layout, bits)
     best = None
-    if kind == "codes" and opts[0][0] == "ans":
+    if opts[0][0] == "ans":
         best = _encode_one("ans", "none", 0, content, codes, layout, bits)
         opts = opts[1:]
-    big = len(content) > FULL_TRIAL_BYTES
+    if len(content) > SAMPLE_BYTES:
+        # Estimate every general candidate on a sample; run in full only those whose
+        # estimate comes within 1% of the best estimate (and of ans, when ans ran).
+        est = {opt: _estimate(*opt, content, codes) for opt in opts}
+        bar = min(est.values())
+        if best is not None:
+            bar = min(bar, len(best.payload))
+        opts = [opt for opt in opts if est[opt] * SAMPLE_MARGIN <= bar]
     for codec, transform, param in opts:
-        if big and best is not None:
-            # Estimate from a sample of the transformed stream; run in full only if close.
-            if transform == "bitpack":
-                n = min(codes.size, SAMPLE_BYTES)
-                sample = pack_bits(np.asarray(codes).ravel()[:n], param)
-                ratio = len(compress_general(codec, sample)) / max(n, 1)
-            else:
-                sample = _sample(_apply_transform(transform, param, content), SAMPLE_BYTES)
-                ratio = len(compress_general(codec, sample)) / max(len(sample), 1)
-            estimate = ratio * len(content)
-            if estimate >= SAMPLE_MARGIN * len(best.payload):
-                continue
         enc = _encode_one(codec, transform, param, content, codes, layout, bits)
         if best is None or len(enc.payload) < len(best.payload):
             best = enc
     return best
+
+
+def _estimate(codec: str, transform: str, param: int, content: bytes, codes) -> float:
+    """Stored size of the whole stream extrapolated from a ~256 KB sample."""
+    if transform == "bitpack":
+        n = min(codes.size, SAMPLE_BYTES)
+        sample = pack_bits(np.asarray(codes).ravel()[:n], param)
+        return len(compress_general(codec, sample)) / max(n, 1) * len(content)
+    sample = _sample(_apply_transform(transform, param, content), SAMPLE_BYTES)
+    return len(compress_general(codec, sample)) / max(len(sample), 1) * len(content)
 
 
 def decode_stream(codec_id: int, transform_id: int, param: int, payload: bytes | memoryview,

@@ -140,7 +140,7 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
         totals["order0"]["bytes"] += row["order0_bytes"]
         n_total += codes.size
         rows.append(row)
-    for c, t in totals.items():
+    for t in totals.values():
         t["bits_per_weight"] = 8.0 * t["bytes"] / n_total if n_total else 0.0
         t["vs_order0"] = t["bytes"] / totals["order0"]["bytes"] if totals["order0"]["bytes"] \
             else None
@@ -155,8 +155,9 @@ def bench_checkpoint(ckpt_path, scheme_spec: str | None = None, config=None,
     state_dict, _ = load(ckpt_path, config)
     t = time.perf_counter()
     qmodel = quantize_state_dict(state_dict, scheme_spec)
+    quantize_seconds = time.perf_counter() - t
     out = bench_codecs(qmodel, progress=progress)
-    out["quantize_seconds"] = round(time.perf_counter() - t, 3)
+    out["quantize_seconds"] = round(quantize_seconds, 3)
     out["scheme_spec"] = scheme_spec
     return out
 

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from golfpack import gptq, lqer
@@ -33,7 +34,7 @@ from golfpack.quant import Scheme, format_scheme
 
 DEFAULT_BITS = (4, 5, 6, 7, 8)
 # Ladder of code standard deviations (qmax / k for sdclip(k)): the rate knob.
-CODE_STDS = (1.0, 1.41, 2.0, 2.83, 4.0, 5.66, 8.0)
+CODE_STDS = (1.0, 1.41, 2.0, 2.83, 4.0, 5.66, 8.0, 11.3, 16.0)
 MIN_CLAMP_K, MAX_CLAMP_K = 3.0, 20.0
 SENSITIVITIES = ("hessian", "family", "tensor")
 
@@ -83,15 +84,15 @@ class TensorChoices:
         return self.alpha * o.err, self.ratio * (o.est_bytes - o.lqer_bytes) + o.lqer_bytes
 
 
-def code_entropy_bytes(codes: torch.Tensor) -> torch.Tensor:
+def code_entropy_bytes(codes: torch.Tensor) -> np.ndarray:
     """Order-0 entropy in bytes of each slice codes[k] (int codes in [-128, 127])."""
     k = codes.shape[0]
-    flat = (codes.reshape(k, -1).to(torch.int64) + 128) + 256 * torch.arange(k)[:, None]
-    counts = torch.bincount(flat.reshape(-1), minlength=256 * k).view(k, 256).double()
-    n = counts.sum(dim=1, keepdim=True)
-    p = counts / n
-    h = -(p * torch.where(p > 0, p.log2(), torch.zeros_like(p))).sum(dim=1)
-    return h * n[:, 0] / 8.0
+    flat = codes.reshape(k, -1).to(torch.int64).numpy() + 128 + 256 * np.arange(k)[:, None]
+    counts = np.bincount(flat.ravel(), minlength=256 * k).reshape(k, 256).astype(np.float64)
+    n = counts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = -np.where(counts > 0, counts * np.log2(counts / n), 0.0).sum(axis=1)
+    return bits / 8.0
 
 
 def measure_options(weights: dict[str, torch.Tensor], preps: dict[str, gptq.PreparedHessian],
@@ -112,7 +113,7 @@ def measure_options(weights: dict[str, torch.Tensor], preps: dict[str, gptq.Prep
         at = 0
         for n, w2 in mats.items():
             for sc in schemes:
-                S, _, _ = gptq.candidate_scales(w2, sc)
+                S, _, _ = gptq.candidate_scales(w2, sc, codes=False)
                 k = S.shape[0]
                 rows_W.append(w2.repeat(k, 1))
                 rows_s.append(S.reshape(-1))
@@ -125,16 +126,18 @@ def measure_options(weights: dict[str, torch.Tensor], preps: dict[str, gptq.Prep
         Q, err = gptq.gptq_rows(torch.cat(rows_W), s, torch.cat(rows_q), prep, block)
         for n, w2 in mats.items():
             R = w2.shape[0]
-            opts = []
+            rows = torch.arange(R)
+            picked, errs = [], []
             for sc in schemes:
                 a, k = spans[(n, sc)]
                 e = err[a:a + k * R].view(k, R)
                 pick = gptq._pick(e, sc.per_matrix)
-                rows = torch.arange(R)
-                codes = Q[a:a + k * R].view(k, R, -1)[pick, rows]
-                nbytes = float(code_entropy_bytes(codes[None])[0]) + 2.0 * R
-                opts.append(Option(sc, float(e[pick, rows].sum()), nbytes))
-            out[n] = TensorChoices(n, tuple(weights[n].shape), opts)
+                picked.append(Q[a:a + k * R].view(k, R, -1)[pick, rows].to(torch.int8))
+                errs.append(float(e[pick, rows].sum()))
+            sizes = code_entropy_bytes(torch.stack(picked)) + 2.0 * R  # + fp16 scales
+            out[n] = TensorChoices(n, tuple(weights[n].shape),
+                                   [Option(sc, e, float(b))
+                                    for sc, e, b in zip(schemes, errs, sizes, strict=True)])
         del Q, err
     if lqer_rank > 0 and lqer_top > 0:
         _add_lqer_options(out, weights, preps, schemes, lqer_rank, lqer_top, block)
@@ -164,17 +167,15 @@ def _add_lqer_options(choices, weights, preps, schemes, rank, top, block):
 # --------------------------------------------------------------------------- knapsack
 
 
-def _choose(choices: list[TensorChoices], lam: float) -> list[int]:
-    picks = []
-    for tc in choices:
-        best, best_v = 0, math.inf
+def _tables(choices: list[TensorChoices]) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted loss and bytes per (tensor, option), padded with +inf."""
+    k = max(len(tc.options) for tc in choices)
+    L = np.full((len(choices), k), np.inf)
+    B = np.full((len(choices), k), np.inf)
+    for t, tc in enumerate(choices):
         for i in range(len(tc.options)):
-            loss, nbytes = tc.cost(i)
-            v = loss + lam * nbytes
-            if v < best_v:
-                best, best_v = i, v
-        picks.append(best)
-    return picks
+            L[t, i], B[t, i] = tc.cost(i)
+    return L, B
 
 
 def _total(choices, picks) -> float:
@@ -182,73 +183,83 @@ def _total(choices, picks) -> float:
 
 
 def solve(choices: list[TensorChoices], target: float) -> list[int]:
-    """Minimise Σ α·e subject to Σ bytes <= target (a multiple-choice knapsack)."""
-    smallest = [min(range(len(tc.options)), key=lambda i, tc=tc: tc.cost(i)[1])
-                for tc in choices]
-    if _total(choices, smallest) > target:
+    """Minimise Σ α·e subject to Σ bytes <= target (a multiple-choice knapsack): a
+    Lagrangian sweep, then single and paired exchanges that spend the remaining slack."""
+    L, B = _tables(choices)
+    rows = np.arange(len(choices))
+    smallest = np.argmin(B, axis=1)
+    if B[rows, smallest].sum() > target:
         raise CheckFailed(
-            f"even the smallest candidates need {_total(choices, smallest):,.0f} bytes, "
+            f"even the smallest candidates need {B[rows, smallest].sum():,.0f} bytes, "
             f"more than the {target:,.0f} left for the fitted tensors")
+    Lf = np.where(np.isfinite(L), L, 0.0)
+
+    def choose(lam: float) -> np.ndarray:
+        v = np.where(np.isfinite(B), Lf + lam * B, np.inf)
+        return np.argmin(v, axis=1)
+
     lo, hi = 0.0, 1.0
-    while _total(choices, _choose(choices, hi)) > target:
+    while B[rows, choose(hi)].sum() > target:
         hi *= 4.0
         if hi > 1e300:
-            return smallest
-    for _ in range(100):
+            return [int(i) for i in smallest]
+    for _ in range(200):
         mid = math.sqrt(lo * hi) if lo > 0 else hi / 1e12
-        if _total(choices, _choose(choices, mid)) > target:
+        if B[rows, choose(mid)].sum() > target:
             lo = mid
         else:
             hi = mid
-        if hi - lo <= 1e-9 * hi:
+        if hi - lo <= 1e-12 * hi:
             break
-    picks = _choose(choices, hi)
-    return _fill(choices, picks, target)
+    return [int(i) for i in _exchange(L, B, choose(hi), target)]
 
 
-def _fill(choices, picks, target) -> list[int]:
-    """Spend the slack: repeatedly take the upgrade with the best Δloss per byte that fits."""
-    picks = list(picks)
-    used = _total(choices, picks)
-    while True:
-        best, best_rate = None, 0.0
-        for t, tc in enumerate(choices):
-            loss0, b0 = tc.cost(picks[t])
-            for i in range(len(tc.options)):
-                loss1, b1 = tc.cost(i)
-                if loss1 >= loss0 or used - b0 + b1 > target:
-                    continue
-                rate = (loss0 - loss1) / max(b1 - b0, 1e-9)
-                if rate > best_rate:
-                    best, best_rate = (t, i), rate
-        if best is None:
-            return picks
-        t, i = best
-        used += choices[t].cost(i)[1] - choices[t].cost(picks[t])[1]
-        picks[t] = i
+def _exchange(L, B, picks, target, rounds: int = 200) -> np.ndarray:
+    """Improve a feasible pick: the best single upgrade that fits, else the best pair (one
+    tensor up, another down) that fits and lowers the predicted loss; until neither exists."""
+    picks = picks.copy()
+    rows = np.arange(L.shape[0])
+    for _ in range(rounds):
+        slack = target - B[rows, picks].sum()
+        dL = L - L[rows, picks][:, None]
+        dB = B - B[rows, picks][:, None]
+        ok = np.isfinite(dB) & (dL < 0) & (dB <= slack)
+        if ok.any():  # single moves: best loss drop per byte (free ones first)
+            rate = np.where(ok, -dL / np.maximum(dB, 1e-9), -np.inf)
+            t, i = np.unravel_index(np.argmax(rate), rate.shape)
+            picks[t] = i
+            continue
+        up = np.argwhere(np.isfinite(dB) & (dL < 0) & (dB > slack))
+        down = np.argwhere(np.isfinite(dB) & (dB < 0))
+        if not len(up) or not len(down):
+            break
+        gain = dL[up[:, 0], up[:, 1]][:, None] + dL[down[:, 0], down[:, 1]][None, :]
+        cost = dB[up[:, 0], up[:, 1]][:, None] + dB[down[:, 0], down[:, 1]][None, :]
+        valid = (cost <= slack) & (gain < 0) & (up[:, 0][:, None] != down[:, 0][None, :])
+        if not valid.any():
+            break
+        a, b = np.unravel_index(np.argmin(np.where(valid, gain, np.inf)), gain.shape)
+        picks[up[a, 0]], picks[down[b, 0]] = up[a, 1], down[b, 1]
+    return picks
 
 
 def downgrade(choices, picks, need: float) -> list[int]:
     """Free at least `need` estimated bytes at the least predicted loss per byte."""
-    picks = list(picks)
+    L, B = _tables(choices)
+    picks = np.asarray(picks).copy()
+    rows = np.arange(len(choices))
     freed = 0.0
     while freed < need:
-        best, best_rate = None, math.inf
-        for t, tc in enumerate(choices):
-            loss0, b0 = tc.cost(picks[t])
-            for i in range(len(tc.options)):
-                loss1, b1 = tc.cost(i)
-                if b1 >= b0:
-                    continue
-                rate = max(loss1 - loss0, 0.0) / (b0 - b1)
-                if rate < best_rate:
-                    best, best_rate = (t, i), rate
-        if best is None:
+        dL = np.maximum(L - L[rows, picks][:, None], 0.0)
+        dB = B[rows, picks][:, None] - B
+        ok = np.isfinite(B) & (dB > 0)
+        if not ok.any():
             raise CheckFailed("cannot free enough bytes: every tensor is at its smallest")
-        t, i = best
-        freed += choices[t].cost(picks[t])[1] - choices[t].cost(i)[1]
+        rate = np.where(ok, dL / np.where(ok, dB, 1.0), np.inf)
+        t, i = np.unravel_index(np.argmin(rate), rate.shape)
+        freed += dB[t, i]
         picks[t] = i
-    return picks
+    return [int(i) for i in picks]
 
 
 # --------------------------------------------------------------------------- the loop
@@ -292,12 +303,12 @@ def fit_to_budget(choices: dict[str, TensorChoices], budget: int,
     fitted tensor (code, header, passthrough tensors); real encodes replace it."""
     names = list(choices)
     lst = [choices[n] for n in names]
-    aim = budget * (1.0 - tol / 3.0)  # aim inside the window, not at its edge
+    margin = budget * tol / 3.0  # aim inside the window, not at its edge
     history: list[dict] = []
     best_ok = None
-    enc, picks = None, None
+    enc, picks, last_picks = None, None, None
     for it in range(max_iter):
-        target = aim - other_bytes
+        target = budget - margin - other_bytes
         picks = solve(lst, target)
         plan = {n: tc.options[i] for n, tc, i in zip(names, lst, picks, strict=True)}
         enc = encode(plan)
@@ -313,6 +324,15 @@ def fit_to_budget(choices: dict[str, TensorChoices], budget: int,
                 best_ok = (plan, enc)
             if enc.total_bytes >= budget * (1.0 - tol):
                 break
+        if picks == last_picks and enc.total_bytes <= budget:
+            if margin < 1.0:  # the byte model stopped moving: nothing more to gain
+                break
+            margin = 0.0  # allowed to aim at the cap itself: the real encode is the check
+        elif enc.total_bytes > budget:
+            margin += enc.total_bytes - budget + budget * tol / 10.0
+        else:
+            margin /= 4.0
+        last_picks = picks
         other_bytes = enc.total_bytes - fitted_real
         _update_ratios(lst, picks, enc)
     if best_ok is None:  # still over: cut the cheapest bytes until a real encode fits

@@ -124,19 +124,26 @@ def gptq_rows(W: torch.Tensor, scales: torch.Tensor, qmax: torch.Tensor,
     lo = -hi
     U = prep.U
     err = torch.zeros(R, dtype=torch.float64)
+    threads = torch.get_num_threads()
     for i1 in range(0, C, block):
         i2 = min(i1 + block, C)
         W1 = WT[i1:i2]  # a view: updates land in WT
         U1 = U[i1:i2, i1:i2]
         E1 = torch.empty(i2 - i1, R, dtype=torch.float32)
-        for j in range(i2 - i1):
-            w = W1[j]
-            q = torch.minimum(torch.maximum(torch.round(w / div), lo), hi).mul_(live)
-            QT[i1 + j] = q
-            e = (w - q * s).div_(U1[j, j])
-            if j + 1 < i2 - i1:
-                W1[j + 1:].addcmul_(U1[j, j + 1:, None], e[None, :], value=-1.0)
-            E1[j] = e
+        # The column loop is thousands of small ops: one thread avoids a thread-pool
+        # hand-off per op (costly on a busy machine); the block product below uses all.
+        torch.set_num_threads(1)
+        try:
+            for j in range(i2 - i1):
+                w = W1[j]
+                q = torch.minimum(torch.maximum(torch.round(w / div), lo), hi).mul_(live)
+                QT[i1 + j] = q
+                e = (w - q * s).div_(U1[j, j])
+                if j + 1 < i2 - i1:
+                    W1[j + 1:].addcmul_(U1[j, j + 1:, None], e[None, :], value=-1.0)
+                E1[j] = e
+        finally:
+            torch.set_num_threads(threads)
         err += E1.square().sum(dim=0, dtype=torch.float64)
         if i2 < C:
             WT[i2:].addmm_(U[i1:i2, i2:].T, E1, alpha=-1.0)
@@ -160,13 +167,15 @@ def diag_row_errors(W: torch.Tensor, What: torch.Tensor, diag: torch.Tensor) -> 
     return (D.square() * diag.to(torch.float32)).sum(dim=1, dtype=torch.float64)
 
 
-def candidate_scales(w2: torch.Tensor, scheme: quant.Scheme):
+def candidate_scales(w2: torch.Tensor, scheme: quant.Scheme, codes: bool = True):
     """Per-row scales of each clip candidate of `scheme` -> (scales [K, R] float32 fp16-exact,
-    floored [K, R] bool, plain-rounding codes [K, R, C] float32). Same rule as quantize."""
+    floored [K, R] bool, plain-rounding codes [K, R, C] float32 or None). The quantizers' own
+    rule (quant._grid); with codes=False it runs on zero columns, so only scales are made."""
     clips = quant._candidate_clips(w2, scheme)
-    out = [quant._grid(w2, c, scheme) for c in clips]
+    src = w2 if codes else w2[:, :0]
+    out = [quant._grid(src, c, scheme) for c in clips]
     return (torch.stack([o[1] for o in out]), torch.stack([o[2] for o in out]),
-            torch.stack([o[0] for o in out]))
+            torch.stack([o[0] for o in out]) if codes else None)
 
 
 def _as_matrix(w: torch.Tensor, prep: PreparedHessian, name: str) -> torch.Tensor:

@@ -136,3 +136,68 @@ def _quantize_factors(A: torch.Tensor, E: torch.Tensor, clip: float) -> LowRank:
         B = torch.zeros(rank, E.shape[1], dtype=torch.float64)
     b_codes, b_scales = quantize_groups(B.float())
     return LowRank((a_codes + 0.0).to(torch.int8), a_scale.to(torch.float16), b_codes, b_scales)
+
+
+# --------------------------------------------------------------------------- artifact entries
+# An "lqer" entry holds a quant entry's parts (codes, scales: pooled with the family's plain
+# entries) plus the factors: lr_a (int2 codes [rows, r]), lr_as (its fp16 scale), lr_b (int4
+# codes [r, cols]) and lr_bs (fp16 group scales, r x ceil(cols / 64)).
+KIND = "lqer"
+PARTS = ("codes", "scales", "lr_a", "lr_as", "lr_b", "lr_bs")
+
+
+def lqer_entry(base, lr: LowRank):
+    """Turn a quant Entry into an lqer Entry carrying the correction `lr`."""
+    from golfpack.qmodel import Entry, Part
+
+    parts = dict(base.parts)
+    parts["lr_a"] = Part(lr.a_codes.numpy(), "codes", A_BITS, group="lqer")
+    parts["lr_as"] = Part(lr.a_scale.numpy(), group="lqer")
+    parts["lr_b"] = Part(lr.b_codes.numpy(), "codes", B_BITS, group="lqer")
+    parts["lr_bs"] = Part(lr.b_scales.reshape(-1).numpy(), group="lqer")
+    stats = dict(base.stats, lqer_rank=lr.rank, lqer_gain=lr.gain, lqer_bytes=lr.nbytes())
+    return Entry(base.name, base.shape, base.dtype, KIND, base.scheme, parts,
+                 dict(base.meta, rank=lr.rank), stats)
+
+
+def reconstruct_entry(e) -> torch.Tensor:
+    """ŵ = codes·scales + (lr_a·lr_as)(lr_b·lr_bs), float32 in the entry's shape. Every size
+    is checked first: a damaged table gives an ArtifactError, never another exception."""
+    import numpy as np
+
+    from golfpack.errors import ArtifactError
+    from golfpack.quant import SchemeError, dequantize, parse_scheme
+
+    def arr(role):
+        if role not in e.parts:
+            raise ArtifactError(f"entry {e.name!r} ({KIND}) lacks part {role!r}")
+        return np.ascontiguousarray(e.parts[role].data)
+
+    rows = int(e.shape[0]) if len(e.shape) >= 1 else 1
+    cols = int(np.prod(e.shape[1:], dtype=np.int64)) if len(e.shape) >= 2 else 0
+    rank = e.meta.get("rank")
+    try:
+        qmax = parse_scheme(e.scheme).qmax
+    except SchemeError:
+        raise ArtifactError(f"entry {e.name!r}: bad scheme {e.scheme!r}") from None
+    if len(e.shape) != 2 or not isinstance(rank, int) or not 1 <= rank <= min(rows, cols):
+        raise ArtifactError(f"entry {e.name!r} ({KIND}): bad shape {list(e.shape)} or rank")
+    groups = -(-cols // GROUP)
+    want = {"codes": (rows * cols, 1, qmax), "scales": (rows, 2, None),
+            "lr_a": (rows * rank, 1, 1), "lr_as": (1, 2, None),
+            "lr_b": (rank * cols, 1, (1 << (B_BITS - 1)) - 1), "lr_bs": (rank * groups, 2, None)}
+    got = {}
+    for role, (n, size, lim) in want.items():
+        a = arr(role)
+        if a.size != n or a.dtype.itemsize != size:
+            raise ArtifactError(f"entry {e.name!r} ({KIND}): part {role!r} does not match "
+                                f"shape {list(e.shape)} and rank {rank}")
+        if lim is not None and a.size and int(np.abs(a.astype(np.int16)).max()) > lim:
+            raise ArtifactError(f"entry {e.name!r} ({KIND}): {role} codes exceed ±{lim}")
+        got[role] = torch.from_numpy(a.copy())
+    base = dequantize(got["codes"].view(torch.int8).reshape(rows, cols),
+                      got["scales"].view(torch.float16))
+    lr = LowRank(got["lr_a"].view(torch.int8).reshape(rows, rank),
+                 got["lr_as"].view(torch.float16), got["lr_b"].view(torch.int8).reshape(rank, cols),
+                 got["lr_bs"].view(torch.float16).reshape(rank, groups))
+    return (base + lr.correction()).reshape(e.shape)

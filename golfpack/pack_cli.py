@@ -7,6 +7,7 @@ import click
 from golfpack.accounting import CODE_MODES, DEFAULT_BUDGET
 from golfpack.clikit import emit_json
 from golfpack.codecs import CHOICES
+from golfpack.fit_cli import hessian_options, hessian_requested, print_fit  # issue 4
 from golfpack.scheme import DEFAULT_SPEC
 
 _SCHEME_HELP = (f"Scheme spec: PATTERN=SCHEME rules separated by ';', first match wins; "
@@ -49,8 +50,8 @@ def _print_report(r: dict, top: int = 12) -> None:
                f"headroom {r['headroom']:,}")
     click.echo("streams:")
     for s in r["streams"]:
-        click.echo(f"  {s['name']:<48} {s['codec']:>6}{'+' + s['transform'] if s['transform'] != 'none' else '':<9}"
-                   f" {s['raw_bytes']:>11,} -> {s['bytes']:>11,}")
+        how = s["codec"] + ("" if s["transform"] == "none" else f"+{s['transform']}")
+        click.echo(f"  {s['name']:<48} {how:<15} {s['raw_bytes']:>11,} -> {s['bytes']:>11,}")
     big = sorted(r["tensors"], key=lambda t: -t["bytes"])[:top]
     click.echo(f"largest tensors (of {len(r['tensors'])}):")
     for t in big:
@@ -74,26 +75,35 @@ def _print_report(r: dict, top: int = 12) -> None:
 @click.option("--allow-over", is_flag=True, help="Write the artifact even when over budget.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@hessian_options  # issue 4: --gptq / --fit / --calib ... (golfpack.fit_cli)
 def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path, code_files,
-                 code_mode, budget, allow_over, force, as_json):
+                 code_mode, budget, allow_over, force, as_json, **hessian):
     """Quantize CHECKPOINT and write an exactly accounted artifact.
 
     Exit 1 (and no file) when code + artifact exceed --budget, unless --allow-over.
     """
     from golfpack.compress import compress_checkpoint
 
-    step, bar = _progress(not as_json, desc="compress")
-    try:
-        report = compress_checkpoint(checkpoint, output, scheme_spec, codec, code_files,
-                                     code_mode, tokenizer, budget, force, allow_over,
-                                     config_path, step)
-    finally:
-        if bar is not None:
-            bar.close()
+    if hessian_requested(**hessian):  # issue 4: calibrate, then GPTQ or fit to budget
+        from golfpack.fit_cli import compress_with_hessians
+
+        report = compress_with_hessians(checkpoint, output, scheme_spec, codec, tokenizer,
+                                        config_path, code_files, code_mode, budget, allow_over,
+                                        force, not as_json, **hessian)
+    else:
+        step, bar = _progress(not as_json, desc="compress")
+        try:
+            report = compress_checkpoint(checkpoint, output, scheme_spec, codec, code_files,
+                                         code_mode, tokenizer, budget, force, allow_over,
+                                         config_path, step)
+        finally:
+            if bar is not None:
+                bar.close()
     if as_json:
         emit_json(report)
     else:
         _print_report(report)
+        print_fit(report)  # issue 4: the fit's allocation, predicted vs actual bytes
         click.echo(f"wrote {output}")
     if report.get("over_budget"):
         click.echo(f"warning: over budget by {-report['headroom']:,} bytes (kept: --allow-over)",
@@ -168,6 +178,9 @@ def bench_cmd(checkpoint, scheme_spec, config_path, as_json):
         return
     click.echo(f"{out['codes']:,} codes; order-0 entropy {out['totals']['order0']['bytes']:,.0f} B")
     click.echo(f"{'codec':<8} {'bytes':>12} {'bits/w':>8} {'x order0':>9} {'seconds':>8}")
+    if not out["codes"]:
+        click.echo("no quantized tensors under this scheme (all passthrough)")
+        return
     for name, t in sorted(out["totals"].items(), key=lambda kv: kv[1]["bytes"]):
         click.echo(f"{name:<8} {t['bytes']:>12,.0f} {t['bits_per_weight']:>8.4f} "
                    f"{t['vs_order0']:>9.4f} {t['seconds']:>8.2f}")

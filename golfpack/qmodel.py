@@ -90,6 +90,9 @@ RECONSTRUCT: dict[str, tuple[tuple[str, ...], Callable[[Entry], torch.Tensor]]] 
     "quant": (("codes", "scales"), _reconstruct_quant),
     "float": (("data",), _reconstruct_float),
     "raw": (("data",), _reconstruct_raw),
+    # -- issue 4 (golfpack.lqer): quant codes + a low-rank correction A·B --
+    "lqer": (("codes", "scales", "lr_a", "lr_as", "lr_b", "lr_bs"),
+             lambda e: __import__("golfpack.lqer", fromlist=["_"]).reconstruct_entry(e)),
 }
 
 

@@ -168,35 +168,52 @@ def fp16_scale_up(s: torch.Tensor) -> torch.Tensor:
     return torch.ceil(s / ulp) * ulp
 
 
-def _sorted_abs_quantile(sorted_abs: torch.Tensor, p: float) -> torch.Tensor:
-    """Per-row quantile of |w| with linear interpolation (torch.quantile's rule), from rows
-    sorted ascending. The position depends on the shape only, never on the data."""
-    n = sorted_abs.shape[1]
-    pos = p * (n - 1)
-    lo = min(int(pos), n - 1)
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    a, b = sorted_abs[:, lo], sorted_abs[:, hi]
-    return a + (b - a) * frac if frac > 0 else a
+def _abs_quantiles(a: torch.Tensor, ps) -> list[torch.Tensor]:
+    """Per-row quantiles of a = |w| with linear interpolation (torch.quantile's rule).
+
+    Only the top of each row is needed, so `topk` replaces a full sort; the positions depend
+    on the shape only, never on the data (compile-friendly)."""
+    n = a.shape[1]
+    spots = []
+    for p in ps:
+        pos = p * (n - 1)
+        lo = min(int(pos), n - 1)
+        spots.append((lo, min(lo + 1, n - 1), pos - lo))
+    k = n - min(lo for lo, _, _ in spots)
+    top = torch.topk(a, k, dim=1, sorted=True).values  # descending: top[:, j] = sorted[n-1-j]
+    out = []
+    for lo, hi, frac in spots:
+        va, vb = top[:, n - 1 - lo], top[:, n - 1 - hi]
+        out.append(va + (vb - va) * frac if frac > 0 else va)
+    return out
 
 
-def _grid(w: torch.Tensor, clip: torch.Tensor, scheme: Scheme):
-    """Codes (float, -0 normalised to +0) and float32 fp16-exact scales for per-row clips."""
+def _scales(clip: torch.Tensor, scheme: Scheme):
+    """Per-row clip -> (fp16-exact float32 scale rounded up, rows where the floor applies)."""
     qmax = float(scheme.qmax)
     raw = clip / qmax
     floored = raw < 1.0 / qmax
     if scheme.floor:
         raw = torch.maximum(raw, torch.full_like(raw, 1.0 / qmax))
-    s = fp16_scale_up(raw)
-    pos = s > 0
-    div = torch.where(pos, s, torch.ones_like(s))
-    q = torch.round(w / div[:, None]).clamp(-qmax, qmax)
-    q = torch.where(pos[:, None], q, torch.zeros_like(q)) + 0.0
-    return q, s, floored
+    return fp16_scale_up(raw), floored
+
+
+def _codes(w: torch.Tensor, s: torch.Tensor, qmax: float) -> torch.Tensor:
+    """round(w / s) clamped to ±qmax, as float32 with -0 normalised to +0. A zero scale
+    divides by +inf, so its row gets codes 0 whatever w holds."""
+    div = torch.where(s > 0, s, torch.full_like(s, float("inf")))
+    return torch.round(w / div[:, None]).clamp_(-qmax, qmax).add_(0.0)
+
+
+def _grid(w: torch.Tensor, clip: torch.Tensor, scheme: Scheme):
+    """Codes (float, -0 normalised to +0) and float32 fp16-exact scales for per-row clips
+    -> (codes, scales, floored). Shared with golfpack.gptq."""
+    s, floored = _scales(clip, scheme)
+    return _codes(w, s, float(scheme.qmax)), s, floored
 
 
 def _candidate_clips(w: torch.Tensor, scheme: Scheme) -> torch.Tensor:
-    """[n_candidates, rows] clip values for the scheme's strategy."""
+    """[n_candidates, rows] clip values for the scheme's strategy. Shared with golfpack.gptq."""
     a = w.abs()
     if scheme.clip == "amax":
         return a.amax(dim=1)[None]
@@ -205,10 +222,8 @@ def _candidate_clips(w: torch.Tensor, scheme: Scheme) -> torch.Tensor:
             return a.amax(dim=1)[None]
         std = torch.std(w.double(), dim=1, correction=1).float()  # float64: order-robust
         return (float(scheme.clip_arg) * std)[None]
-    sa = torch.sort(a, dim=1).values
-    if scheme.clip == "pct":
-        return _sorted_abs_quantile(sa, float(scheme.clip_arg))[None]
-    return torch.stack([_sorted_abs_quantile(sa, p) for p in GPTQ_LITE_PERCENTILES])
+    ps = [float(scheme.clip_arg)] if scheme.clip == "pct" else list(GPTQ_LITE_PERCENTILES)
+    return torch.stack(_abs_quantiles(a, ps))
 
 
 def _quantize_rows(w: torch.Tensor, scheme: Scheme):
@@ -219,23 +234,26 @@ def _quantize_rows(w: torch.Tensor, scheme: Scheme):
     clips = _candidate_clips(w, scheme)
     if clips.shape[0] == 1:
         return _grid(w, clips[0], scheme)
-    qs, ss, fs, errs = [], [], [], []
+    qmax = float(scheme.qmax)
+    scales, floors, errs = [], [], []
     for c in clips:
-        q, s, f = _grid(w, c, scheme)
-        qs.append(q)
-        ss.append(s)
-        fs.append(f)
-        errs.append((q * s[:, None] - w).square().double().sum(dim=1))
+        s, f = _scales(c, scheme)
+        div = torch.where(s > 0, s, torch.full_like(s, float("inf")))
+        r = w / div[:, None]
+        d = torch.round(r).clamp_(-qmax, qmax).sub_(r)
+        # Σ (q s - w)^2 = s^2 Σ (q - w/s)^2 per row, accumulated in float64.
+        errs.append(d.mul_(d).sum(dim=1, dtype=torch.float64) * s.double().square())
+        scales.append(s)
+        floors.append(f)
     err = torch.stack(errs)  # [n_candidates, rows]
     if scheme.per_matrix:
         pick = torch.argmin(err.sum(dim=1)).expand(w.shape[0])
     else:
         pick = torch.argmin(err, dim=0)
     rows = torch.arange(w.shape[0], device=w.device)
-    q = torch.stack(qs)[pick, rows]
-    s = torch.stack(ss)[pick, rows]
-    f = torch.stack(fs)[pick, rows]
-    return q, s, f
+    s = torch.stack(scales)[pick, rows]
+    f = torch.stack(floors)[pick, rows]
+    return _codes(w, s, qmax), s, f
 
 
 def clip_values(w: torch.Tensor, scheme: Scheme) -> torch.Tensor:

@@ -184,3 +184,26 @@ def test_logs_and_verify_do_not_import_torch_or_scipy():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_disclosed_runs_and_cherry_picked_subset(tmp_path):
+    rec = _folder(tmp_path, 1.101, [(b, 15e6, 590000) for b in (1.100, 1.102, 1.104, 1.120)])
+    rec.submission.all_runs = {i: {"val_bpb": None} for i in range(4)}
+    v = verify_record(rec)
+    assert v.classification == "mean" and "best 2 of 4" in v.detail
+    assert {"claim_subset", "disclosed_runs"} <= codes(v)
+
+
+def test_claim_in_nats_and_json_without_nan(tmp_path):
+    rec = _folder(tmp_path, 1.1, [(b, 15e6, 590000) for b in (1.100, 1.102, 1.104)])
+    rec.submission.claim_bpb = round(1.102 * 1.688421, 8)  # a val_loss mean given alone
+    rec.submission.claim_field = "val_loss"
+    v = verify_record(rec)
+    assert v.classification == "mean" and "claim_units" in codes(v, "warning")
+    (tmp_path / "train_seed9.log").write_text(
+        "seed:9\nfinal_int8_zlib_roundtrip val_loss:nan val_bpb:nan\n")
+    res = CliRunner().invoke(main, ["logs", str(tmp_path), "--json"])
+    doc = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"invalid JSON {c}"))
+    (run,) = [r for r in doc["folders"][0]["runs"] if r["seed"] == 9]
+    assert run["status"] == "no_final_metric" and run["metrics"][0]["val_bpb"] is None
+    assert "non-finite" in run["reason"]

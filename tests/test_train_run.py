@@ -21,7 +21,8 @@ from trainer.train import KILL_ENV, NAN_ENV, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # Iteration-based schedule (no wall-clock cap): the only way a run can be bit-exact.
-QUICK = ["final_eval=false", "val_loss_every=0", "train_log_every=1", "val_max_tokens=4096"]
+QUICK = ["final_eval=false", "val_loss_every=0", "train_log_every=1", "val_max_tokens=4096",
+         "train_batch_tokens=2048"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def c4_data(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("c4shards")
     tok = shared_data / "fineweb_1024_bpe.model"
     build(tok, shared_data / "c4_2000docs.jsonl", out, val_docs=0, max_docs=300, force=True)
-    build(tok, shared_data / "fineweb_val_200docs.jsonl", out, val_docs=8, max_docs=8,
+    build(tok, shared_data / "fineweb_val_200docs.jsonl", out, val_docs=3, max_docs=3,
           force=True)
     names = sorted(p.name for p in out.iterdir())
     assert names[0].startswith("fineweb_train_") and names[-1] == "fineweb_val_000000.bin"
@@ -59,7 +60,8 @@ def test_loss_falls_and_the_log_parses_back(c4_data, tmp_path):
     data, tok = c4_data
     cfg = load_config("tiny", ["iterations=30", "warmdown_iters=10", "val_loss_every=15",
                                "train_log_every=5", "ema_decay=0.9", "qat=on",
-                               "qat_start_lr_mult=0.5", "checkpoint_every=10"])
+                               "qat_start_lr_mult=0.5", "checkpoint_every=10",
+                               "train_batch_tokens=2048", "val_max_tokens=4096"])
     res = train(cfg, data, tok, tmp_path / "run", echo=False)
     first, last = res.train_losses[0], sum(res.train_losses[-5:]) / 5
     assert first > 6.5 and last < first - 1.0, (first, last)
@@ -155,3 +157,17 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(c4_data, tmp_pa
                                            "matrix_lr=0.01"])
     with pytest.raises(GolfError, match="config key matrix_lr changed"):
         train(changed, data, tok, out, resume=True, echo=False)
+
+
+def test_wallclock_cap_stops_early_and_says_so(c4_data, tmp_path):
+    data, tok = c4_data
+    cfg = load_config("tiny", QUICK + ["iterations=100000", "max_wallclock_seconds=1.5",
+                                       "warmdown_iters=3", "checkpoint_every=0"])
+    res = train(cfg, data, tok, tmp_path / "cap", echo=False)
+    assert res.stopped_early and 1 <= res.steps < 100000
+    assert res.train_time_ms >= 1500
+    text = (tmp_path / "cap" / "train.log").read_text()
+    assert "stopping_early: wallclock_cap train_time:" in text
+    logparse = pytest.importorskip("golfeval.logparse")
+    (log,) = logparse.parse_text(text)
+    assert log.stopped_early and log.steps == res.steps and log.planned_steps == 100000

@@ -6,8 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from golfeval.fingerprint import (LegalityError, ScoreFirstLedger, drop_inference_caches,
-                                  fingerprint, state_tensors, unchanged)
+from golfeval.fingerprint import (
+    LegalityError,
+    ScoreFirstLedger,
+    drop_inference_caches,
+    fingerprint,
+    state_tensors,
+    unchanged,
+)
 from trainer.model import GPT, GPTConfig
 
 

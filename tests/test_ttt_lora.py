@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from golfeval.shards import load_tokens
-from golfeval.ttt_lora import (BatchedLoRA, LoraSettings, chunk_window, evaluate_lora,
-                               split_documents)
+from golfeval.ttt_lora import (
+    BatchedLoRA,
+    LoraSettings,
+    chunk_window,
+    evaluate_lora,
+    split_documents,
+)
 from golfpack.errors import GolfError
 from trainer.model import GPT, GPTConfig
 
@@ -45,7 +50,7 @@ def stream(tiny_shards):
 
 def _docs(tokens):
     starts, n = split_documents(tokens)
-    return [tokens[a: a + k] for a, k in zip(starts, n)]
+    return [tokens[a: a + k] for a, k in zip(starts, n, strict=True)]
 
 
 def test_split_documents_targets_equal_the_stream():
@@ -80,7 +85,8 @@ def test_first_chunk_of_each_document_is_the_bare_model(model, stream):
     ttt = evaluate_lora(model, stream, tb, S, per_token=True)
     bare = evaluate_lora(model, stream, tb, S, per_token=True, adapt=False)
     starts, n = split_documents(stream)
-    first = np.concatenate([np.arange(a, a + min(k, S.chunk)) for a, k in zip(starts, n)])
+    first = np.concatenate([np.arange(a, a + min(k, S.chunk))
+                            for a, k in zip(starts, n, strict=True)])
     np.testing.assert_allclose(ttt.per_token_nats[first], bare.per_token_nats[first],
                                rtol=0, atol=1e-12)
     later = np.setdiff1d(np.arange(stream.size - 1), first)

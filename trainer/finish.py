@@ -66,10 +66,13 @@ def export_spec(cfg) -> str | None:
 
 
 def size_tag(model, spec: str | None, report: dict) -> str:
-    """The size-line tag, e.g. int6+zstd: the largest weight's scheme and the codec."""
+    """The size-line tag, e.g. int6+brotli: the largest weight's scheme and the codec of the
+    artifact's largest stream."""
     from golfpack.scheme import DEFAULT_SPEC
 
-    codec = str(report.get("codec") or "packed").split(":")[0]
+    streams = report.get("streams") or []
+    codec = max(streams, key=lambda s: s.get("bytes", 0)).get("codec") if streams else None
+    codec = str(codec or report.get("codec") or "packed")
     return f"{dominant_scheme(model, spec or DEFAULT_SPEC)}+{codec}"
 
 

@@ -86,7 +86,8 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -
         opts.append(Muon([p for _, p in split.matrix], lr=cfg.matrix_lr,
                          momentum=cfg.muon_momentum, nesterov=cfg.muon_nesterov,
                          backend_steps=cfg.muon_backend_steps,
-                         weight_decay=cfg.muon_weight_decay))
+                         weight_decay=cfg.muon_weight_decay,
+                         compile_ns=cfg.compile and device.type == "cuda"))
         names.append([n for n, _ in split.matrix])
         lrs.append(cfg.matrix_lr)
     return Optimizers(opts, names, lrs)

@@ -28,7 +28,7 @@ from trainer.model import GPT, Rotary
 from trainer.optim import build_optimizers, lr_multiplier, muon_momentum
 from trainer.qat import install_qat
 from trainer.runtime import Runtime, init_runtime, rng_states, set_rng_states, shutdown
-from trainer.trainlog import TrainLog, header_lines, stop_line, train_line, val_line
+from trainer.trainlog import TrainLog, run_header, stop_line, train_line, val_line
 
 KILL_ENV = "GOLF_TEST_KILL_AT_STEP"   # test hook: SIGKILL this process after step N
 NAN_ENV = "GOLF_TEST_NAN_AT_STEP"     # test hook: poison the loss of step N
@@ -143,6 +143,7 @@ class Trainer:
         self.val_history: list[dict] = []
         self.last_ckpt: tuple[int, str] | None = None
         self.finished = False
+        self.stopped_early = False
 
     # -- one optimizer step --
     def train_step(self, mult: float, poison: bool = False) -> None:
@@ -216,7 +217,7 @@ class Trainer:
                 "stream_files": self.stream.fingerprint(), "qat_on": bool(self.qat and self.qat.on),
                 "config": self.cfg.to_dict(), "world_size": self.rt.world, "optim": opt_meta,
                 "train_losses": self.losses, "val_history": self.val_history,
-                "finished": self.finished}
+                "finished": self.finished, "stopped_early": self.stopped_early}
         return tensors, meta
 
     def save_checkpoint(self) -> None:
@@ -249,6 +250,7 @@ class Trainer:
         self.losses = [float(v) for v in meta.get("train_losses", [])]
         self.val_history = list(meta.get("val_history", []))
         self.finished = bool(meta.get("finished", False))
+        self.stopped_early = bool(meta.get("stopped_early", False))
         self.last_ckpt = (self.step, path)
 
     # -- validation --
@@ -273,20 +275,6 @@ class Trainer:
                f"stopped, {where}")
         self.log(f"training_diverged: {msg}")
         raise TrainingDiverged(msg)
-
-
-def _header(tr: Trainer, cfg: TrainConfig, data_dir) -> None:
-    log, rt = tr.log, tr.rt
-    log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={tr.tokenizer}")
-    log(f"train_loader:shards pattern={os.path.join(os.fspath(data_dir), cfg.train_files)} "
-        f"shards:{len(tr.stream.paths)} tokens:{tr.stream.total}")
-    log(f"val_loader:shards pattern={os.path.join(os.fspath(data_dir), cfg.val_files)} "
-        f"tokens:{tr.val_tokens.size}")
-    log(f"model_params:{tr.model.num_params()}")
-    log(f"world_size:{rt.world} grad_accum_steps:{tr.accum} device:{rt.device.type}")
-    log(f"qat:{cfg.qat_spec if tr.qat else 'off'} ema_decay:{cfg.ema_decay} compile:{cfg.compile}")
-    for line in header_lines(cfg.to_dict()):
-        log(line)
 
 
 def run_loop(tr: Trainer) -> bool:
@@ -343,6 +331,7 @@ def run_loop(tr: Trainer) -> bool:
             os.kill(os.getpid(), signal.SIGKILL)
     if stop:
         log(stop_line(tr.train_ms, tr.step, cfg.iterations))
+    tr.stopped_early = stop
     return stop
 
 
@@ -367,7 +356,8 @@ def _train(cfg, data_dir, tokenizer, out_dir, resume, force, echo, rt) -> TrainR
         tr = Trainer(cfg, data_dir, tokenizer, out_dir, rt, log)
         log(f"config_json:{json.dumps(cfg.to_dict(), sort_keys=True)}")
         if found is None:
-            _header(tr, cfg, data_dir)
+            for line in run_header(tr, data_dir):
+                log(line)
         tr.warmup()
         if found is not None:
             path, tensors, meta, skipped = found
@@ -378,9 +368,8 @@ def _train(cfg, data_dir, tokenizer, out_dir, resume, force, echo, rt) -> TrainR
                 f"train_time:{tr.train_ms:.0f}ms")
         elif resume:
             log("resume: no checkpoint yet; starting from the beginning")
-        stopped = False
         if not tr.finished:
-            stopped = run_loop(tr)
+            run_loop(tr)
             tr.finished = True
             if cfg.checkpoint_every:
                 tr.save_checkpoint()
@@ -389,7 +378,7 @@ def _train(cfg, data_dir, tokenizer, out_dir, resume, force, echo, rt) -> TrainR
             log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
                 f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
         final = finish.finish_run(tr)
-        result = TrainResult(out_dir, tr.step, tr.train_ms, stopped, tr.losses,
+        result = TrainResult(out_dir, tr.step, tr.train_ms, tr.stopped_early, tr.losses,
                              tr.val_history, final)
         finish.write_summary(tr, result)
         return result

@@ -33,11 +33,23 @@ class TrainLog:
             self.fh = None
 
 
-def header_lines(cfg_dict: dict) -> list[str]:
-    """The hyperparameter echo: a `Hyperparameters:` block of `  key: value` lines."""
-    lines = ["Hyperparameters:"]
-    lines += [f"  {k}: {v}" for k, v in cfg_dict.items()]
-    return lines
+def run_header(tr, data_dir) -> list[str]:
+    """What a fresh run says about itself first: tokenizer, data, model size, layout, then
+    the hyperparameter echo (a `Hyperparameters:` block of `  key: value` lines)."""
+    cfg, rt = tr.cfg, tr.rt
+    qat = cfg.qat_spec if tr.qat else "off"
+    lines = [
+        f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={tr.tokenizer}",
+        f"train_loader:shards pattern={os.path.join(os.fspath(data_dir), cfg.train_files)} "
+        f"shards:{len(tr.stream.paths)} tokens:{tr.stream.total}",
+        f"val_loader:shards pattern={os.path.join(os.fspath(data_dir), cfg.val_files)} "
+        f"tokens:{tr.val_tokens.size}",
+        f"model_params:{tr.model.num_params()}",
+        f"world_size:{rt.world} grad_accum_steps:{tr.accum} device:{rt.device.type}",
+        f"qat:{qat} ema_decay:{cfg.ema_decay} compile:{cfg.compile}",
+        "Hyperparameters:",
+    ]
+    return lines + [f"  {k}: {v}" for k, v in cfg.to_dict().items()]
 
 
 def train_line(step: int, total: int, loss: float, train_ms: float, step_avg_ms: float,

@@ -1,0 +1,177 @@
+"""bpb and seconds of every evaluation mode on the same validation tokens: flat, sliding,
+the LoRA document/chunk schedule without adaptation, LoRA TTT, and chunked SGD TTT.
+
+The model is a trainer checkpoint (--checkpoint, e.g. the trainer's OUT/final.safetensors)
+or, when none is given, a FALLBACK: a small model trained here for a few minutes on the C4
+text in ../shared/data by the minimal AdamW loop of bench/rd_common.py (not the project's
+trainer). Validation: the 200 FineWeb documents of ../shared/data (sp1024, BOS-prefixed).
+
+    python bench/bench_ttt.py                          # CPU fallback, ~5 minutes on 2 cores
+    python bench/bench_ttt.py --checkpoint OUT/final.safetensors
+    python bench/bench_ttt.py --device cuda --size 27m --fallback-steps 300 \
+        --val-tokens 0 --seq-len 1024                  # GPU: real settings, all 628k tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from rd_common import SHARED, machine, prepare_data, train_fallback  # noqa: E402
+
+from golfeval.score import score_tokens  # noqa: E402
+from golfeval.ttt_lora import LoraSettings, evaluate_lora  # noqa: E402
+from golfeval.ttt_sgd import SGDSettings, evaluate_sgd  # noqa: E402
+
+SIZES = {
+    "tiny": dict(vocab_size=1024, num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2,
+                 mlp_mult=2.0),
+    "small": dict(vocab_size=1024, num_layers=6, model_dim=256, num_heads=4, num_kv_heads=2,
+                  mlp_mult=2.0),
+    "27m": dict(vocab_size=1024, num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4,
+                mlp_mult=3.0),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, help="trained checkpoint (skips the fallback)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--val-tokens", type=int, default=32768,
+                   help="targets to evaluate (0 = all 628,456 of the 200 documents)")
+    p.add_argument("--seq-len", type=int, default=256, help="L for every mode")
+    p.add_argument("--stride", type=int, default=64)
+    p.add_argument("--batch", type=int, default=0, help="windows per forward (0: auto)")
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="fallback model")
+    p.add_argument("--fallback-steps", type=int, default=150)
+    p.add_argument("--fallback-batch", type=int, default=8192, help="tokens per step")
+    p.add_argument("--fallback-lr", type=float, default=3e-3)
+    p.add_argument("--lora-chunk", type=int, default=0, help="0: seq_len / 4")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-lr", type=float, default=0.01)
+    p.add_argument("--lora-batch", type=int, default=0, help="documents per forward (0: auto)")
+    p.add_argument("--sgd-chunk", type=int, default=0, help="0: 32768, or val/4 if smaller")
+    p.add_argument("--sgd-lr", type=float, default=0.002)
+    p.add_argument("--sgd-epochs", type=int, default=3)
+    p.add_argument("--prepared", type=Path,
+                   help="npz with train/val/target_bytes (made by --write-prepared), for a "
+                        "machine without ../shared/data")
+    p.add_argument("--write-prepared", type=Path, help="write that npz and stop")
+    p.add_argument("--save-checkpoint", type=Path, help="save the fallback model here")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ttt.json")
+    return p.parse_args(argv)
+
+
+def load_model(args, data):
+    from golfpack.checkpoint import build_model, load
+
+    if args.checkpoint:
+        sd, cfg = load(args.checkpoint)
+        model = build_model(cfg, {k: v.float() if v.is_floating_point() else v
+                                  for k, v in sd.items()})
+        info = {"source": f"checkpoint {args.checkpoint}",
+                "params": sum(t.numel() for t in sd.values()), "config": cfg}
+    else:
+        model, info = train_fallback(data, SIZES[args.size], args.fallback_steps,
+                                     args.fallback_batch, args.seq_len, args.device,
+                                     lr=args.fallback_lr, log=lambda m: print(m, flush=True))
+        info["source"] = "FALLBACK: small model trained here on C4 text (bench/rd_common.py)"
+    return model.to(args.device).eval().requires_grad_(False), info
+
+
+def run_modes(model, val, tb, args) -> list[dict]:
+    cuda = args.device.startswith("cuda")
+    L = args.seq_len
+    batch = args.batch or (32 if cuda else 4)
+    chunk = args.lora_chunk or max(1, L // 4)
+    lora = LoraSettings(rank=args.lora_rank, chunk=chunk, context=L, lr=args.lora_lr,
+                        batch=args.lora_batch or (64 if cuda else 8))
+    sgd_chunk = args.sgd_chunk or min(32768, max(L, (val.size - 1) // 4 // 64 * 64))
+    sgd = SGDSettings(chunk_tokens=sgd_chunk, lr=args.sgd_lr, epochs=args.sgd_epochs,
+                      seq_len=L, stride=args.stride, score_batch=batch)
+    common = {"device": args.device}
+    runs = [
+        ("flat", f"L={L}", lambda: score_tokens(model, val, tb, mode="flat", seq_len=L,
+                                                batch=batch, **common)),
+        ("sliding", f"L={L} S={args.stride}",
+         lambda: score_tokens(model, val, tb, mode="sliding", seq_len=L, stride=args.stride,
+                              batch=batch, **common)),
+        ("doc chunks (no TTT)", f"C={chunk} L={L}, documents isolated",
+         lambda: evaluate_lora(model, val, tb, lora, adapt=False, **common)),
+        ("LoRA TTT", f"r={lora.rank} C={chunk} L={L} Adam lr {lora.lr}, {lora.targets}",
+         lambda: evaluate_lora(model, val, tb, lora, **common)),
+        ("SGD TTT", f"chunk {sgd_chunk} L={L} S={args.stride} lr {sgd.lr} "
+                    f"{sgd.epochs} epochs",
+         lambda: evaluate_sgd(model, val, tb, sgd, **common)),
+    ]
+    out = []
+    for name, settings, fn in runs:
+        t0 = time.perf_counter()
+        r = fn()
+        wall = time.perf_counter() - t0
+        out.append({"mode": name, "settings": settings, "val_bpb": r.val_bpb,
+                    "val_loss": r.val_loss, "scored_tokens": r.scored_tokens,
+                    "bytes": r.bytes_sum, "seconds": wall,
+                    "tokens_per_second": r.scored_tokens / wall if wall else None})
+        print(f"{name:<22} bpb {r.val_bpb:.5f}  loss {r.val_loss:.5f}  "
+              f"{r.scored_tokens:,} targets  {wall:7.1f} s", flush=True)
+    flat = out[0]["val_bpb"]
+    slide = out[1]["val_bpb"]
+    for row in out:
+        row["vs_flat"] = row["val_bpb"] - flat
+        row["vs_sliding"] = row["val_bpb"] - slide
+    return out, {"lora": lora.to_dict(), "sgd": sgd.to_dict(), "batch": batch}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    tok = SHARED / "fineweb_1024_bpe.model"
+    data = prepare_data(Path(tempfile.gettempdir()) / "golf_bench_ttt", tok, SHARED / "c4_2000docs.jsonl",
+                        SHARED / "fineweb_val_200docs.jsonl", eval_tokens=args.val_tokens)
+    val, tb = data["val"].astype(np.int64), data["target_bytes"]
+    print(f"validation: {val.size:,} tokens, {int(tb.sum()):,} bytes; "
+          f"training text: {data['train'].size:,} C4 tokens", flush=True)
+    model, info = load_model(args, data)
+    if args.save_checkpoint:
+        from golfpack.checkpoint import save
+
+        cfg = dict(info.get("config") or SIZES[args.size])
+        save(args.save_checkpoint, {k: v.detach().cpu() for k, v in
+                                    model.state_dict().items()}, cfg)
+    rows, settings = run_modes(model, val, tb, args)
+    print()
+    print(f"{'mode':<22} {'val_bpb':>9} {'vs flat':>9} {'vs sliding':>10} {'seconds':>9}")
+    for r in rows:
+        print(f"{r['mode']:<22} {r['val_bpb']:9.5f} {r['vs_flat']:+9.5f} "
+              f"{r['vs_sliding']:+10.5f} {r['seconds']:9.1f}")
+    result = {"machine": machine(args.device), "device": args.device,
+              "torch": torch.__version__, "model": info,
+              "data": {"val_tokens": int(val.size), "val_bytes": int(tb.sum()),
+                       "val_source": "fineweb_val_200docs.jsonl (sp1024, BOS-prefixed)"},
+              "settings": settings, "results": rows,
+              "timer": "wall time of each evaluation call (scoring + adaptation; model "
+                       "already loaded, data already tokenized)"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(args.out.read_text()) if args.out.exists() else {}
+    key = "cuda" if args.device.startswith("cuda") else "cpu"
+    runs[key] = result
+    args.out.write_text(json.dumps(runs, indent=2) + "\n")
+    print(f"wrote {args.out} [{key}]")
+
+
+if __name__ == "__main__":
+    main()
