@@ -27,6 +27,8 @@ test: $(STAMP)
 	$(BIN)/ruff check golfpack golfeval trainer tests bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+DEMO_ARGS ?= --force
+
 demo: $(STAMP)
 	$(BIN)/python -m trainer.demo $(DEMO_ARGS)
 

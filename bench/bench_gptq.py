@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from rd_common import ROOT, SHARED, STACK_27M, machine, prepare_data
 
 

@@ -139,9 +139,22 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    tok = SHARED / "fineweb_1024_bpe.model"
-    data = prepare_data(Path(tempfile.gettempdir()) / "golf_bench_ttt", tok, SHARED / "c4_2000docs.jsonl",
-                        SHARED / "fineweb_val_200docs.jsonl", eval_tokens=args.val_tokens)
+    if args.prepared:
+        with np.load(args.prepared) as z:
+            data = {k: z[k] for k in ("train", "val", "target_bytes")}
+        if args.val_tokens and args.val_tokens + 1 < data["val"].size:
+            data["val"] = data["val"][: args.val_tokens + 1]
+            data["target_bytes"] = data["target_bytes"][: args.val_tokens]
+    else:
+        tok = SHARED / "fineweb_1024_bpe.model"
+        data = prepare_data(Path(tempfile.gettempdir()) / "golf_bench_ttt", tok,
+                            SHARED / "c4_2000docs.jsonl", SHARED / "fineweb_val_200docs.jsonl",
+                            eval_tokens=args.val_tokens)
+    if args.write_prepared:
+        np.savez(args.write_prepared, train=data["train"], val=data["val"],
+                 target_bytes=data["target_bytes"])
+        print(f"wrote {args.write_prepared}")
+        return
     val, tb = data["val"].astype(np.int64), data["target_bytes"]
     print(f"validation: {val.size:,} tokens, {int(tb.sum()):,} bytes; "
           f"training text: {data['train'].size:,} C4 tokens", flush=True)

@@ -31,6 +31,8 @@ def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None,
     if positions < 1:
         raise GolfError("--positions must be at least 1")
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        deterministic_cuda()
     tables = ByteTables.from_tokenizer(tokenizer)
     loaded = modelio.load_model(artifact, checkpoint, model_spec, config, dev)
     tok_sha = file_sha256(tokenizer)
@@ -56,6 +58,15 @@ def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None,
             "settings": ttt.to_dict() if ttt is not None else
             {"seq_len": seq_len, "stride": stride if mode != "flat" else None}}
     return report, info
+
+
+def deterministic_cuda() -> None:
+    """Bitwise comparisons on a GPU need deterministic kernels: cuBLAS with a fixed
+    workspace and no atomics-based backward passes (where torch has an alternative)."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @click.command("audit")

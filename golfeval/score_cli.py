@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from golfeval.ttt import make_settings, ttt_options
 from golfpack.clikit import emit_json
 from golfpack.errors import CheckFailed, GolfError
 
@@ -56,7 +57,7 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
              seq_len=1024, stride=64, batch=None, max_tokens=None, doc_isolation=False,
              model_spec=None, config=None, device="auto", per_token_path=None, force=False,
              sidecar=None, no_sidecar=False, compile_model=None, progress=False,
-             warn=None) -> dict:
+             warn=None, ttt=None) -> dict:
     """Load, check, score; returns the report (per-token file written on rank 0)."""
     from golfeval import distributed, modelio
     from golfeval.bytetables import ByteTables, sidecar_target_bytes
@@ -125,6 +126,17 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
                                             else loaded.tokenizer_sha256 == tok_sha)},
             "is_main": ctx.is_main,
         }
+        # --- test-time training (golfeval.ttt): `result` above is the pre-TTT score ---
+        if ttt is not None:
+            from golfeval import ttt as ttt_mod
+
+            result = ttt_mod.run_ttt(loaded.model, tokens, target_bytes, ttt,
+                                     device=ctx.device, rank=ctx.rank, world=ctx.world,
+                                     per_token=per_token_path is not None,
+                                     progress=progress and ctx.is_main,
+                                     doc_isolation=doc_isolation)
+            report.update(ttt_mod.report_fields(pre=report, post=result, settings=ttt))
+        # --- end test-time training ---
         if per_token_path is not None and ctx.is_main:
             _write_per_token(per_token_path, result.per_token_nats, target_bytes, force)
             report["per_token"] = os.fspath(per_token_path)
@@ -191,16 +203,24 @@ def result_line(report: dict) -> str:
 @click.option("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
 @click.option("--force", is_flag=True,
               help="score despite a tokenizer hash mismatch; overwrite --per-token")
+@click.option("--ttt", type=click.Choice(["lora", "sgd"]), default=None,
+              help="then score again with score-first test-time training (--mode is the "
+                   "pre-TTT reference; see docs/ttt.md)")
+@ttt_options
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, batch,
           max_tokens, doc_isolation, model_spec, device, per_token_path, sidecar, no_sidecar,
-          compile_model, threads, force, as_json):
+          compile_model, threads, force, as_json, ttt, ttt_rank, ttt_chunk, ttt_lr,
+          ttt_epochs, ttt_targets):
     """Score a model in exact bits per byte on validation shards.
 
     Every target from the second token on is scored exactly once in sliding mode; the
     same command runs on K ranks under `torchrun --nproc_per_node=K -m golfeval.score`.
     Prints the challenge-style `final_..._exact val_loss:... val_bpb:...` line.
     """
+    if ttt is None and any(v is not None for v in (ttt_rank, ttt_chunk, ttt_lr, ttt_epochs,
+                                                   ttt_targets)):
+        raise GolfError("--ttt-* options need --ttt lora or --ttt sgd")
     if threads:
         import torch
 
@@ -211,7 +231,11 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
                       model_spec=model_spec, config=config, device=device,
                       per_token_path=per_token_path, force=force, sidecar=sidecar,
                       no_sidecar=no_sidecar, compile_model=compile_model,
-                      progress=not as_json)
+                      progress=not as_json,
+                      ttt=None if ttt is None else make_settings(
+                          ttt, rank=ttt_rank, chunk=ttt_chunk, lr=ttt_lr, epochs=ttt_epochs,
+                          targets=ttt_targets, seq_len=seq_len, stride=stride,
+                          batch=batch if ttt == "sgd" else None))
     if not report.pop("is_main"):
         return
     if as_json:
@@ -228,6 +252,10 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
     click.echo(f"scored  {report['scored_tokens']:,} of {report['targets']:,} targets, "
                f"{report['bytes']:,} bytes in {report['seconds']:.1f} s "
                f"({report['tokens_per_second']:,.0f} tokens/s)")
+    if "ttt" in report:
+        click.echo(f"ttt     {report['ttt']['kind']}: pre-TTT val_bpb "
+                   f"{report['pre_ttt_bpb']:.8f} -> {report['val_bpb']:.8f} "
+                   f"({report['ttt_gain_bpb']:+.5f}) in {report['ttt_seconds']:.1f} s")
     if "per_token" in report:
         click.echo(f"wrote   {report['per_token']}")
     click.echo(result_line(report))

@@ -7,6 +7,8 @@ SGD of the whole model); both are score-first by construction (golfeval.fingerpr
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import click
 
 from golfpack.errors import GolfError
@@ -40,26 +42,42 @@ def make_settings(kind: str, *, rank=None, chunk=None, lr=None, epochs=None, tar
 
 
 def run_ttt(model, tokens, target_bytes, settings, **kw):
-    """evaluate_lora or evaluate_sgd, whichever the settings are for -> ScoreResult."""
+    """evaluate_lora or evaluate_sgd, whichever the settings are for -> ScoreResult.
+    Runs the model eager: a torch.compile'd forward (golfeval.modelio.compile_model) is
+    set aside for the call, since adapters hook into modules and training re-enters it."""
     from golfeval.ttt_lora import LoraSettings, evaluate_lora
     from golfeval.ttt_sgd import evaluate_sgd
 
-    if isinstance(settings, LoraSettings):
-        kw.pop("doc_isolation", None)  # LoRA documents are isolated by construction
-        return evaluate_lora(model, tokens, target_bytes, settings, **kw)
-    return evaluate_sgd(model, tokens, target_bytes, settings, **kw)
+    with eager(model):
+        if isinstance(settings, LoraSettings):
+            kw.pop("doc_isolation", None)  # LoRA documents are isolated by construction
+            return evaluate_lora(model, tokens, target_bytes, settings, **kw)
+        return evaluate_sgd(model, tokens, target_bytes, settings, **kw)
 
 
-def report_fields(pre, post, settings) -> dict:
-    """What `golfeval score --ttt` adds to (and overrides in) its JSON report."""
-    return {**post.to_dict(), "ttt": settings.to_dict(), "pre_ttt_bpb": pre.val_bpb,
-            "pre_ttt_loss": pre.val_loss, "ttt_gain_bpb": post.val_bpb - pre.val_bpb,
+@contextmanager
+def eager(model):
+    """Hide instance-level compiled `hidden`/`forward` (class methods take over)."""
+    saved = {k: model.__dict__.pop(k) for k in ("hidden", "forward") if k in model.__dict__}
+    try:
+        yield model
+    finally:
+        model.__dict__.update(saved)
+
+
+def report_fields(pre: dict, post, settings) -> dict:
+    """What `golfeval score --ttt` adds to (and overrides in) its JSON report: `pre` is the
+    plain score's report, `post` the TTT ScoreResult."""
+    kind = settings.to_dict()["kind"]
+    return {**post.to_dict(), "label": label(kind), "ttt": settings.to_dict(),
+            "pre_ttt_bpb": pre["val_bpb"], "pre_ttt_loss": pre["val_loss"],
+            "pre_ttt_seconds": pre["seconds"], "ttt_gain_bpb": post.val_bpb - pre["val_bpb"],
             "ttt_seconds": post.seconds, "ttt_timer": TIMER}
 
 
 def label(kind: str) -> str:
     """Challenge-style result-line label (log parsers know both)."""
-    return {"lora": "final_ttt_lora", "sgd": "legal_ttt_exact"}[kind]
+    return {"lora": "final_ttt_lora_exact", "sgd": "legal_ttt_exact"}[kind]
 
 
 def ttt_options(f):

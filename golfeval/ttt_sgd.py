@@ -165,6 +165,9 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
     n_targets = max(0, tokens.size - 1)
     if target_bytes.shape != (n_targets,):
         raise GolfError(f"target_bytes has shape {target_bytes.shape}, expected ({n_targets},)")
+    if adapt and world > 1 and distributed.active_world() != world:
+        raise GolfError(f"SGD TTT on {world} ranks needs their process group (torchrun): "
+                        "every rank must train on the same summed gradients")
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
     plans = chunk_plans(tokens.size, settings.seq_len, settings.stride, settings.chunk_tokens)

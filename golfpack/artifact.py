@@ -130,8 +130,7 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
     for i, e in enumerate(qmodel.entries):
         for role, part in e.parts.items():
             groups.setdefault(_stream_key(role, part), []).append((i, role, part))
-    streams, payloads, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
-    seg_bits_by_stream = {}
+    plans, keys, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
     for si, (key, members) in enumerate(groups.items()):
         if progress:
             progress(key)
@@ -149,10 +148,17 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
         if first.coding == "codes":
             shapes = [_matrix_shape(p.data) for _, _, p in members]
             codes = np.frombuffer(content, dtype=np.int8)
-            enc = codecs.encode_stream(content, "codes", codec, 1, codes, Layout(shapes),
-                                       first.bits)
+            plans.append(codecs.plan_stream(content, "codes", codec, 1, codes, Layout(shapes),
+                                            first.bits))
         else:
-            enc = codecs.encode_stream(content, "bytes", codec, first.data.dtype.itemsize)
+            plans.append(codecs.plan_stream(content, "bytes", codec,
+                                            first.data.dtype.itemsize))
+        keys.append(key)
+    if progress:
+        progress("rANS")
+    encoded = codecs.finish_plans(plans)
+    streams, payloads, seg_bits_by_stream = [], [], {}
+    for si, (key, enc) in enumerate(zip(keys, encoded, strict=True)):
         if enc.segment_bits is not None:
             seg_bits_by_stream[si] = enc.segment_bits
         streams.append(StreamInfo(key, enc.codec, enc.transform, enc.param, enc.raw_len,
@@ -269,22 +275,39 @@ class Artifact:
             raise ArtifactError(f"stream {s.name!r}: checksum mismatch (corrupt payload)")
         return payload
 
+    def decode_all(self) -> None:
+        """Verify every digest, then decode every stream; all ans streams share one batched
+        rANS loop (one pass over max(steps) instead of one per stream)."""
+        self.verify()
+        todo = [i for i in range(len(self.streams)) if i not in self._content]
+        ans = [i for i in todo if self.streams[i].codec == "ans"]
+        for i in todo:
+            if i not in ans:
+                self.stream_content(i)
+        if ans:
+            items = [(codecs.TRANSFORMS["none"], self._payload(self.streams[i]),
+                      self.streams[i].raw_len) for i in ans]
+            for i, (content, layout, seg_bits) in zip(ans, codecs.decode_ans_streams(items),
+                                                       strict=True):
+                self._store(i, content, layout, seg_bits)
+
     def stream_content(self, i: int) -> bytes:
         """Decoded content of stream i (checksum verified first)."""
         if i not in self._content:
             s = self.streams[i]
-            payload = self._payload(s)
-            content, layout, seg_bits = codecs.decode_stream(
-                codecs.CODECS[s.codec], codecs.TRANSFORMS[s.transform], s.param, payload,
-                s.raw_len)
-            if layout is not None:
-                want = [self._codes_shape(e, p) for e, p in self._parts_of(i)]
-                if list(layout.shapes) != want:
-                    raise ArtifactError(f"stream {s.name!r}: ans layout does not match the "
-                                        "tensor table")
-                self._seg_bits[i] = seg_bits
-            self._content[i] = content
+            self._store(i, *codecs.decode_stream(
+                codecs.CODECS[s.codec], codecs.TRANSFORMS[s.transform], s.param,
+                self._payload(s), s.raw_len))
         return self._content[i]
+
+    def _store(self, i: int, content: bytes, layout, seg_bits) -> None:
+        if layout is not None:
+            want = [self._codes_shape(e, p) for e, p in self._parts_of(i)]
+            if list(layout.shapes) != want:
+                raise ArtifactError(f"stream {self.streams[i].name!r}: ans layout does not "
+                                    "match the tensor table")
+            self._seg_bits[i] = seg_bits
+        self._content[i] = content
 
     def _parts_of(self, i: int) -> list[tuple[EntryInfo, PartRef]]:
         found = [(e, p) for e in self.entries for p in e.parts if p.stream == i]
@@ -325,7 +348,7 @@ class Artifact:
         from golfpack.quant import parse_scheme
         from golfpack.scheme import family
 
-        self.verify()
+        self.decode_all()
         qm = QuantizedModel([self.entry(e) for e in self.entries])
         for e in qm.entries:
             if e.kind == "quant":
@@ -338,7 +361,7 @@ class Artifact:
 
     def state_dict(self) -> dict:
         """Dequantized float32 tensors by original name; passthrough tensors in their dtype."""
-        self.verify()
+        self.decode_all()
         out = {}
         for e in self.entries:
             if e.kind not in RECONSTRUCT:
@@ -350,11 +373,10 @@ class Artifact:
     def report(self, qmodel: QuantizedModel | None = None, decode: bool = True) -> dict:
         from golfpack.accounting import artifact_report
 
-        self.verify()
         if decode:
-            for i, s in enumerate(self.streams):
-                if s.codec == "ans" and i not in self._seg_bits:
-                    self.stream_content(i)
+            self.decode_all()
+        else:
+            self.verify()
         return artifact_report(self, qmodel)
 
 

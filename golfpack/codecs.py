@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golfpack import ansmodel
+from golfpack import ansmodel, rans
 from golfpack.errors import ArtifactError, GolfError
 from golfpack.packing import pack_bits, shuffle_bytes, unpack_bits, unshuffle_bytes
 
@@ -143,12 +143,9 @@ def _undo_transform(transform: str, param: int, data: bytes, raw_len: int) -> by
     raise ArtifactError(f"unknown transform id for {transform!r}")
 
 
-def _encode_one(codec, transform, param, content, codes=None, layout=None, bits=None):
+def _encode_one(codec, transform, param, content, codes=None):
+    """A general-purpose codec over the (transformed) content."""
     t0 = time.perf_counter()
-    if codec == "ans":
-        payload, seg_bits = ansmodel.encode(codes, layout, bits)
-        return Encoded("ans", "none", 0, len(content), payload, time.perf_counter() - t0,
-                       seg_bits)
     data = _apply_transform(transform, param, content, codes)
     payload = compress_general(codec, data)
     return Encoded(codec, transform, param, len(content), payload, time.perf_counter() - t0)
@@ -177,32 +174,76 @@ def candidates(kind: str, choice: str, width: int, bits: int | None) -> list[tup
     return [(c, t, p) for c in codecs for t, p in opts]
 
 
+@dataclass
+class Plan:
+    """A stream's encoding decided but, for ans, not yet run: ans payloads of all streams
+    are coded together in one batched rANS pass (finish_plans)."""
+
+    general: Encoded | None
+    ans: ansmodel.Prepared | None
+    seconds: float
+    raw_len: int
+
+
+def plan_stream(content: bytes, kind: str, choice: str = "auto", width: int = 1,
+                codes: np.ndarray | None = None, layout: ansmodel.Layout | None = None,
+                bits: int | None = None) -> Plan:
+    """Choose the stream's codec (`choice` = a codec name or "auto")."""
+    if choice not in CHOICES:
+        raise GolfError(f"unknown codec {choice!r} (use one of {', '.join(CHOICES)})")
+    t0 = time.perf_counter()
+    opts = candidates(kind, choice, width, bits)
+    prep = None
+    if opts[0][0] == "ans":
+        prep = ansmodel.prepare(codes, layout, bits)
+        opts = opts[1:]
+    if len(content) > SAMPLE_BYTES and (len(opts) > 1 or (opts and prep is not None)):
+        # Estimate every general candidate on a sample; run in full only those whose
+        # estimate comes within 1% of the best estimate (and of ans, when it is a candidate).
+        est = {opt: _estimate(*opt, content, codes) for opt in opts}
+        bar = min(est.values())
+        if prep is not None:
+            bar = min(bar, prep.est_bytes)
+        opts = [opt for opt in opts if est[opt] * SAMPLE_MARGIN <= bar]
+    best = None
+    for codec, transform, param in opts:
+        enc = _encode_one(codec, transform, param, content, codes)
+        if best is None or len(enc.payload) < len(best.payload):
+            best = enc
+    if prep is not None and best is not None:
+        if abs(len(best.payload) - prep.est_bytes) <= 0.005 * prep.est_bytes + 64:
+            # Too close to call on the estimate: code this one now and compare exactly.
+            payload, seg_bits = ansmodel.finish(prep, *rans.encode_batch([prep.job])[0])
+            if len(payload) <= len(best.payload):
+                best = Encoded("ans", "none", 0, len(content), payload, 0.0, seg_bits)
+            prep = None
+        elif len(best.payload) < prep.est_bytes:
+            prep = None
+        else:
+            best = None
+    if best is not None:
+        best.seconds = time.perf_counter() - t0
+    return Plan(best, prep, time.perf_counter() - t0, len(content))
+
+
+def finish_plans(plans: list[Plan]) -> list[Encoded]:
+    """Run the batched rANS pass for every ans plan -> one Encoded per plan."""
+    t0 = time.perf_counter()
+    todo = [p for p in plans if p.ans is not None]
+    coded = rans.encode_batch([p.ans.job for p in todo])
+    share = (time.perf_counter() - t0) / max(len(todo), 1)
+    done = {}
+    for p, (states, words) in zip(todo, coded, strict=True):
+        payload, seg_bits = ansmodel.finish(p.ans, states, words)
+        done[id(p)] = Encoded("ans", "none", 0, p.raw_len, payload, p.seconds + share, seg_bits)
+    return [done[id(p)] if p.ans is not None else p.general for p in plans]
+
+
 def encode_stream(content: bytes, kind: str, choice: str = "auto", width: int = 1,
                   codes: np.ndarray | None = None, layout: ansmodel.Layout | None = None,
                   bits: int | None = None) -> Encoded:
-    """Encode one stream with `choice` (a codec name or "auto")."""
-    if choice not in CHOICES:
-        raise GolfError(f"unknown codec {choice!r} (use one of {', '.join(CHOICES)})")
-    opts = candidates(kind, choice, width, bits)
-    if len(opts) == 1:
-        return _encode_one(*opts[0], content, codes, layout, bits)
-    best = None
-    if opts[0][0] == "ans":
-        best = _encode_one("ans", "none", 0, content, codes, layout, bits)
-        opts = opts[1:]
-    if len(content) > SAMPLE_BYTES:
-        # Estimate every general candidate on a sample; run in full only those whose
-        # estimate comes within 1% of the best estimate (and of ans, when ans ran).
-        est = {opt: _estimate(*opt, content, codes) for opt in opts}
-        bar = min(est.values())
-        if best is not None:
-            bar = min(bar, len(best.payload))
-        opts = [opt for opt in opts if est[opt] * SAMPLE_MARGIN <= bar]
-    for codec, transform, param in opts:
-        enc = _encode_one(codec, transform, param, content, codes, layout, bits)
-        if best is None or len(enc.payload) < len(best.payload):
-            best = enc
-    return best
+    """Encode one stream (plan + finish)."""
+    return finish_plans([plan_stream(content, kind, choice, width, codes, layout, bits)])[0]
 
 
 def _estimate(codec: str, transform: str, param: int, content: bytes, codes) -> float:
@@ -226,12 +267,7 @@ def decode_stream(codec_id: int, transform_id: int, param: int, payload: bytes |
     if transform is None:
         raise ArtifactError(f"unknown transform id {transform_id}")
     if codec == "ans":
-        if transform != "none":
-            raise ArtifactError("ans streams take no transform")
-        codes, layout, _, seg_bits = ansmodel.decode(payload, raw_len)
-        if codes.size != raw_len:
-            raise ArtifactError(f"ans stream holds {codes.size} codes, declared {raw_len}")
-        return codes.tobytes(), layout, seg_bits
+        return decode_ans_streams([(transform_id, payload, raw_len)])[0]
     if transform == "bitpack":
         if not 1 <= param <= 8:
             raise ArtifactError(f"packed bit width {param} is outside 1..8")
@@ -240,3 +276,18 @@ def decode_stream(codec_id: int, transform_id: int, param: int, payload: bytes |
         stored_len = raw_len
     data = decompress_general(codec, payload, stored_len)
     return _undo_transform(transform, param, data, raw_len), None, None
+
+
+def decode_ans_streams(items) -> list[tuple[bytes, ansmodel.Layout, np.ndarray]]:
+    """[(transform id, payload, raw_len)] of ans streams -> [(content, layout, segment
+    bits)], every rANS block decoded in one batched loop."""
+    for transform_id, _, _ in items:
+        if transform_id != TRANSFORMS["none"]:
+            raise ArtifactError("ans streams take no transform")
+    out = []
+    for (_, _, raw_len), (codes, layout, _, seg_bits) in zip(
+            items, ansmodel.decode_many([(p, n) for _, p, n in items]), strict=True):
+        if codes.size != raw_len:
+            raise ArtifactError(f"ans stream holds {codes.size} codes, declared {raw_len}")
+        out.append((codes.tobytes(), layout, seg_bits))
+    return out

@@ -221,8 +221,10 @@ def _exchange(L, B, picks, target, rounds: int = 200) -> np.ndarray:
     rows = np.arange(L.shape[0])
     for _ in range(rounds):
         slack = target - B[rows, picks].sum()
-        dL = L - L[rows, picks][:, None]
-        dB = B - B[rows, picks][:, None]
+        with np.errstate(invalid="ignore"):  # padding: inf - inf
+            dL = L - L[rows, picks][:, None]
+            dB = B - B[rows, picks][:, None]
+        dL = np.where(np.isfinite(dL), dL, np.inf)
         ok = np.isfinite(dB) & (dL < 0) & (dB <= slack)
         if ok.any():  # single moves: best loss drop per byte (free ones first)
             rate = np.where(ok, -dL / np.maximum(dB, 1e-9), -np.inf)

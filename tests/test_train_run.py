@@ -25,6 +25,17 @@ QUICK = ["final_eval=false", "val_loss_every=0", "train_log_every=1", "val_max_t
          "train_batch_tokens=2048"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread, here and in the subprocesses: the tiny model's small matrices
+    gain nothing from a second thread, and on a busy 2-core machine OpenMP's spin-waiting
+    makes them many times slower. (The bit-exact resume compares runs with equal counts.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def c4_data(shared_data, tmp_path_factory):
     """C4 documents as train shards, FineWeb documents as val shards (sp1024)."""
@@ -47,7 +58,7 @@ def _weights(path):
 
 
 def _run_cli(args, env_extra=None, torchrun=0):
-    env = dict(os.environ, OMP_NUM_THREADS="2" if not torchrun else "1", **(env_extra or {}))
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
     head = [sys.executable, "-m"]
     if torchrun:
         head += ["torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m"]

@@ -114,6 +114,19 @@ def test_batch_size_changes_nothing_beyond_rounding(model, stream):
     assert math.isclose(a.nats_sum, b.nats_sum, rel_tol=1e-6)
 
 
+def test_rank_shares_add_up_to_the_one_rank_result(model, stream):
+    from golfeval.score import ScoreResult
+
+    tb = np.arange(stream.size - 1) % 3
+    one = evaluate_lora(model, stream, tb, S, per_token=True)
+    parts = [evaluate_lora(model, stream, tb, S, per_token=True, rank=r, world=3)
+             for r in range(3)]  # no process group: each holds its own documents' sums
+    both = ScoreResult.combine(parts)
+    assert both.scored_tokens == one.scored_tokens and both.bytes_sum == one.bytes_sum
+    assert math.isclose(both.nats_sum, one.nats_sum, rel_tol=1e-12)
+    assert np.array_equal(both.per_token_nats, one.per_token_nats)
+
+
 def test_adaptation_learns_a_repeating_document(model):
     rng = np.random.default_rng(1)
     motif = rng.integers(5, 512, 24)

@@ -107,6 +107,12 @@ def test_cosine_schedule_over_trained_chunks():
         SGDSettings(momentum=1.0)
 
 
+def test_several_ranks_need_a_process_group(model):
+    t = _stream(300)
+    with pytest.raises(GolfError, match="process group"):
+        evaluate_sgd(model, t, np.ones(t.size - 1), S, rank=0, world=2)
+
+
 def _rank_worker(rank, world, store, out):
     import torch.distributed as dist
 
