@@ -64,7 +64,7 @@ def main():
 
     model, source = _model(args)
     model.to(args.device)
-    sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(Path(tmp), Path(args.tokenizer), Path(args.train_text),
                             Path(args.val_docs), eval_tokens=1024)

@@ -64,6 +64,9 @@ def main():
     ap.add_argument("--calib-batches", type=int, default=16)
     ap.add_argument("--calib-tokens", type=int, default=16384)
     ap.add_argument("--bits", default="5,6,7,8")
+    ap.add_argument("--small", type=int, default=65536,
+                    help="float tensors up to this size stay fp16 (the records' rule; lower it "
+                         "for small models so that their matrices are quantized at all)")
     ap.add_argument("--fit-bits", default="4,5,6,7,8")
     ap.add_argument("--lqer", type=int, default=0, help="LQER rank offered to --fit (0 = off)")
     ap.add_argument("--threads", type=int, default=2)
@@ -79,7 +82,6 @@ def main():
     from golfpack.accounting import code_bytes
     from golfpack.artifact import encode_artifact, parse_artifact
     from golfpack.qmodel import quantize_state_dict
-    from golfpack.scheme import DEFAULT_SPEC
 
     t_start = time.time()
     log = lambda msg: print(f"[{time.time() - t_start:6.0f}s] {msg}", flush=True)
@@ -107,22 +109,24 @@ def main():
         log(f"({key}) {label:<28} {len(blob):>11,} B  gap {row['gap']:+.5f}")
         return row
 
+    head = f"@control=fp32;@small({args.small})=fp16;"  # passthrough rules, as the records
     bits = [int(b) for b in args.bits.split(",")]
     for b in bits:
-        qm = quantize_state_dict(sd, f"*=int{b}:amax")
+        qm = quantize_state_dict(sd, head + f"*=int{b}:amax")
         record("a", f"int{b} amax + zstd-22", encode_artifact(qm, cfg, codec="zstd")[0])
-        qm = quantize_state_dict(sd, f"*=int{b}:gptq-lite")
+        qm = quantize_state_dict(sd, head + f"*=int{b}:gptq-lite")
         record("b", f"int{b} gptq-lite", encode_artifact(qm, cfg, codec="ans")[0])
         t = time.time()
-        qm, rep = gptq.quantize_model(sd, hs, f"*=int{b}:gptq-lite")
+        qm, rep = gptq.quantize_model(sd, hs, head + f"*=int{b}:gptq-lite")
         record("c", f"int{b} full GPTQ", encode_artifact(qm, cfg, codec="ans")[0],
                {"gptq_seconds": time.time() - t, "fallbacks": rep["fallbacks"]})
-    qm = quantize_state_dict(sd, DEFAULT_SPEC)
+    qm = quantize_state_dict(sd, head + "tok_emb*=int8:gptq-lite;*=int6:gptq-lite")
     record("r", "records' mix (emb int8)", encode_artifact(qm, cfg, codec="ans")[0])
 
     fit_bits = tuple(int(b) for b in args.fit_bits.split(","))
     t = time.time()
-    setup_h = fitpack.prepare_fit(sd, hs, None, fit_bits, args.lqer, 3 if args.lqer else 0)
+    setup_h = fitpack.prepare_fit(sd, hs, head + "*=int6:gptq-lite", fit_bits, args.lqer,
+                                  3 if args.lqer else 0)
     t_measure = time.time() - t
     setup_f = copy.copy(setup_h)
     setup_f.choices = copy.deepcopy(setup_h.choices)
@@ -144,7 +148,7 @@ def main():
                                                else "") for r in rep["fit"]["allocation"]}
             record(key, f"fit ({setup.sensitivity}) @ {row['label'].split()[0]}", blob,
                    {"budget": row["bytes"], "fill": rep["fit"]["fill"],
-                    "encodes": len(rep["fit"]["iterations"]), "seconds": time.time() - t,
+                    "encodes": rep["fit"]["iterations"], "seconds": time.time() - t,
                     "allocation": alloc})
 
     ref = next(r for r in results["b"] if r["label"].startswith("int6"))

@@ -6,7 +6,7 @@ or, when none is given, a FALLBACK: a small model trained here for a few minutes
 text in ../shared/data by the minimal AdamW loop of bench/rd_common.py (not the project's
 trainer). Validation: the 200 FineWeb documents of ../shared/data (sp1024, BOS-prefixed).
 
-    python bench/bench_ttt.py                          # CPU fallback, ~5 minutes on 2 cores
+    python bench/bench_ttt.py                          # CPU fallback, ~10 minutes on 2 cores
     python bench/bench_ttt.py --checkpoint OUT/final.safetensors
     python bench/bench_ttt.py --device cuda --size 27m --fallback-steps 300 \
         --val-tokens 0 --seq-len 1024                  # GPU: real settings, all 628k tokens
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from rd_common import SHARED, machine, prepare_data, train_fallback  # noqa: E402
 
 from golfeval.score import score_tokens  # noqa: E402
-from golfeval.ttt_lora import LoraSettings, evaluate_lora  # noqa: E402
+from golfeval.ttt_lora import LoraSettings, evaluate_lora, resolve  # noqa: E402
 from golfeval.ttt_sgd import SGDSettings, evaluate_sgd  # noqa: E402
 
 SIZES = {
@@ -96,8 +96,8 @@ def run_modes(model, val, tb, args) -> list[dict]:
     L = args.seq_len
     batch = args.batch or (32 if cuda else 4)
     chunk = args.lora_chunk or max(1, L // 4)
-    lora = LoraSettings(rank=args.lora_rank, chunk=chunk, context=L, lr=args.lora_lr,
-                        batch=args.lora_batch or (64 if cuda else 8))
+    lora = resolve(LoraSettings(rank=args.lora_rank, chunk=chunk, context=L, lr=args.lora_lr,
+                                batch=args.lora_batch or (64 if cuda else None)), args.device)
     sgd_chunk = args.sgd_chunk or min(32768, max(L, (val.size - 1) // 4 // 64 * 64))
     sgd = SGDSettings(chunk_tokens=sgd_chunk, lr=args.sgd_lr, epochs=args.sgd_epochs,
                       seq_len=L, stride=args.stride, score_batch=batch)

@@ -113,7 +113,7 @@ def train_fallback(data: dict, config: dict, steps: int, batch_tokens: int, seq_
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % max(1, steps // 10) == 0 or step == steps - 1:
             log(f"fallback train step {step + 1}/{steps} loss {losses[-1]:.4f} "
                 f"({time.time() - t0:.0f}s)")
@@ -143,6 +143,7 @@ def load_or_train(args, data: dict, log=print):
         if args.save_checkpoint:
             save(args.save_checkpoint, {k: v.detach().cpu() for k, v in
                                         model.state_dict().items()}, cfg)
-    sd = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
+    # Clones: evaluating a round trip loads dequantized weights into the model in place.
+    sd = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
           for k, v in model.state_dict().items()}
     return model.to(args.device).eval(), cfg, sd, info

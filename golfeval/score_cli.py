@@ -130,6 +130,7 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
         if ttt is not None:
             from golfeval import ttt as ttt_mod
 
+            ttt = ttt_mod.resolve(ttt, ctx.device)
             result = ttt_mod.run_ttt(loaded.model, tokens, target_bytes, ttt,
                                      device=ctx.device, rank=ctx.rank, world=ctx.world,
                                      per_token=per_token_path is not None,

@@ -48,11 +48,20 @@ def run_ttt(model, tokens, target_bytes, settings, **kw):
     from golfeval.ttt_lora import LoraSettings, evaluate_lora
     from golfeval.ttt_sgd import evaluate_sgd
 
+    settings = resolve(settings, kw.get("device", "cpu"))
     with eager(model):
         if isinstance(settings, LoraSettings):
             kw.pop("doc_isolation", None)  # LoRA documents are isolated by construction
             return evaluate_lora(model, tokens, target_bytes, settings, **kw)
         return evaluate_sgd(model, tokens, target_bytes, settings, **kw)
+
+
+def resolve(settings, device):
+    """Settings with device-dependent defaults filled in (what the report should show)."""
+    from golfeval.ttt_lora import LoraSettings
+    from golfeval.ttt_lora import resolve as resolve_lora
+
+    return resolve_lora(settings, device) if isinstance(settings, LoraSettings) else settings
 
 
 @contextmanager
@@ -69,7 +78,8 @@ def report_fields(pre: dict, post, settings) -> dict:
     """What `golfeval score --ttt` adds to (and overrides in) its JSON report: `pre` is the
     plain score's report, `post` the TTT ScoreResult."""
     kind = settings.to_dict()["kind"]
-    return {**post.to_dict(), "label": label(kind), "ttt": settings.to_dict(),
+    post_fields = {k: v for k, v in post.to_dict().items() if k != "windows"}
+    return {**post_fields, "label": label(kind), "ttt": settings.to_dict(),
             "pre_ttt_bpb": pre["val_bpb"], "pre_ttt_loss": pre["val_loss"],
             "pre_ttt_seconds": pre["seconds"], "ttt_gain_bpb": post.val_bpb - pre["val_bpb"],
             "ttt_seconds": post.seconds, "ttt_timer": TIMER}

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -50,11 +50,11 @@ class LoraSettings:
     beta2: float = 0.95
     eps: float = 1e-8
     targets: tuple[str, ...] = ("q", "v", "head")
-    batch: int = 32           # documents per forward
+    batch: int | None = None  # documents per forward; None: 4 on CPU, 32 on CUDA
     seed: int = 0             # A's initialisation (the same for every document)
 
     def __post_init__(self):
-        if self.rank < 1 or self.chunk < 1 or self.batch < 1:
+        if self.rank < 1 or self.chunk < 1 or (self.batch is not None and self.batch < 1):
             raise GolfError("LoRA rank, chunk and batch must be >= 1")
         if self.context < self.chunk:
             raise GolfError(f"LoRA context {self.context} is shorter than its chunk "
@@ -66,6 +66,15 @@ class LoraSettings:
 
     def to_dict(self) -> dict:
         return {"kind": "lora", **asdict(self), "targets": list(self.targets)}
+
+
+def resolve(settings: LoraSettings, device) -> LoraSettings:
+    """Fill the device-dependent default: documents per forward. Every forward has B rows
+    (empty rows pad a short batch, so shapes never depend on the data), which makes a large
+    B wasteful on a CPU."""
+    if settings.batch is not None:
+        return settings
+    return replace(settings, batch=32 if torch.device(device).type == "cuda" else 4)
 
 
 def split_documents(tokens: np.ndarray, bos_id: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -280,8 +289,10 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
     document/chunk schedule with the bare model, the no-TTT reference).
 
     Ranks take every world-th batch of documents and all-reduce float64 sums (when a
-    process group runs). The model is left exactly as it was (checked). `seconds` covers
-    scoring and adapting every chunk of this rank, nothing else (no loading, no warm-up).
+    process group runs). `_loop` is a testing seam: the tests plug in a deliberately
+    leaky order (adapt, then score) to show that the audit catches it. The model is left
+    exactly as it was (checked). `seconds` covers scoring and adapting every chunk of this
+    rank, nothing else (no loading, no warm-up).
     """
     tokens = np.asarray(tokens)
     target_bytes = np.asarray(target_bytes, dtype=np.int64)
@@ -292,6 +303,7 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
         raise GolfError("LoRA TTT needs a model with hidden() (final-norm states)")
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
+    settings = resolve(settings, device)
     starts, ntargets = split_documents(tokens, bos_id)
     nchunks = -(-ntargets // settings.chunk)
     order = np.lexsort((np.arange(starts.size), -nchunks))  # most chunks first, stable

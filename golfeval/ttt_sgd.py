@@ -158,7 +158,8 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
     same chunked sliding windows with the bare model).
 
     `seconds` covers scoring and training every chunk (nothing before: no loading, no
-    warm-up). The weights are restored afterwards and checked bit for bit.
+    warm-up). The weights are restored afterwards and checked bit for bit. `_loop` is a
+    testing seam for a deliberately leaky order (tests only).
     """
     tokens = np.asarray(tokens)
     target_bytes = np.asarray(target_bytes, dtype=np.int64)

@@ -172,7 +172,7 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
     art._seg_bits = seg_bits_by_stream
     for s_in, s_out in zip(streams, art.streams, strict=True):
         s_out.seconds = s_in.seconds
-    return data, art.report(qmodel=qmodel)
+    return data, art.report(qmodel=qmodel, decode=False)
 
 
 def _meta_of(e: Entry) -> dict:

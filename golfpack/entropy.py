@@ -37,9 +37,10 @@ def levels_from_counts(counts: np.ndarray) -> np.ndarray:
 def normalize(levels: np.ndarray, prob_bits: int = PROB_BITS) -> np.ndarray:
     """Level bytes -> integer frequencies summing to exactly 2^prob_bits (int64).
 
-    f_i = max(1, floor((2*w_i*M + W) / (2*W))) for present symbols (W = sum of weights), then
-    the residual M - sum(f) is added to the first largest f_i. Raises ArtifactError when the
-    result is not a valid table (too many symbols for M, or the residual drives f below 1).
+    f_i = max(1, floor((2*w_i*M + W) / (2*W))) for present symbols (W = sum of weights).
+    A positive residual M - sum(f) goes to the first largest f_i; a negative one is taken
+    one unit at a time from the first largest f_i (re-chosen after every unit). Raises
+    ArtifactError when there are more symbols than slots.
     """
     m = 1 << prob_bits
     w = LEVEL_WEIGHTS[np.asarray(levels, dtype=np.int64)]
@@ -51,10 +52,12 @@ def normalize(levels: np.ndarray, prob_bits: int = PROB_BITS) -> np.ndarray:
         raise ArtifactError(f"frequency table has {k} symbols, more than 2^{prob_bits}")
     total = int(w.sum())
     f = np.where(present, np.maximum(1, (2 * w * m + total) // (2 * total)), 0)
-    j = int(np.argmax(f))
-    f[j] += m - int(f.sum())
-    if f[j] < 1:
-        raise ArtifactError("frequency table cannot be normalised")
+    r = m - int(f.sum())
+    if r >= 0:
+        f[int(np.argmax(f))] += r
+    else:
+        for _ in range(-r):  # at most k units; every step keeps f >= 1 since sum(f) > k
+            f[int(np.argmax(f))] -= 1
     return f
 
 

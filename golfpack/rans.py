@@ -193,40 +193,49 @@ def decode_batch(jobs: list[DecodeJob]) -> list[np.ndarray]:
         gctx = gctx.astype(np.int32)
     lane_ident = np.array([ident_off[int(p)] for p in lanes.pb], dtype=np.int64) \
         if lanes.W else np.zeros(0, np.int64)
-    words = np.concatenate([np.asarray(j.words, dtype=np.uint64) for j in jobs])
+    words = np.concatenate([np.asarray(j.words, dtype=np.int64) for j in jobs])
     n_words = np.array([j.words.size for j in jobs], dtype=np.int64)
     word_base = np.concatenate([[0], np.cumsum(n_words)[:-1]]).astype(np.int64)
     ptr = np.zeros(len(jobs), dtype=np.int64)
     lane_job = lanes.job
     last_word = max(words.size - 1, 0)
-    words = words if words.size else np.zeros(1, np.uint64)
-    x = np.concatenate([np.asarray(j.states, dtype=np.uint64) for j in jobs])
-    mask_p = (np.uint64(1) << lanes.pb) - np.uint64(1)
-    pb, s16, low = lanes.pb, np.uint64(16), np.uint64(STATE_LOW)
-    fbits = np.uint64(_F_BITS)
+    words = np.concatenate([words, np.zeros(lanes.W + 1, np.int64)])  # overrun is caught below
+    # int64 throughout: states < 2^32, products < 2^40, no casts inside the loop.
+    table = table.view(np.int64)
+    x = np.concatenate([np.asarray(j.states, dtype=np.int64) for j in jobs])
+    pb = lanes.pb.astype(np.int64)
+    mask_p = (np.int64(1) << pb) - 1
+    fbits, fmask, low = _F_BITS, (1 << _F_BITS) - 1, STATE_LOW
+    single = len(jobs) == 1
     out = [np.empty(n, dtype=np.int64) for n in ns]
     bad = False
     for t0 in range(0, lanes.T, CHUNK):
         t1 = min(lanes.T, t0 + CHUNK)
         pos, valid = lanes.positions(t0, t1)
         off = np.where(valid, gctx[pos] if gctx.size else 0, lane_ident[None, :])
-        E = np.empty((t1 - t0, lanes.W), dtype=np.uint64)
+        E = np.empty((t1 - t0, lanes.W), dtype=np.int64)
         for t in range(t1 - t0):
-            slot = x & mask_p
-            e = table[off[t] + slot.astype(np.int64)]
+            e = table[off[t] + (x & mask_p)]
             E[t] = e
-            x = (e & _F_MASK) * (x >> pb) + ((e >> fbits) & _F_MASK)
+            x = (e & fmask) * (x >> pb) + ((e >> fbits) & fmask)
             small = np.flatnonzero(x < low)
-            if small.size:
-                jb = lane_job[small]
-                counts = np.bincount(jb, minlength=len(jobs))
-                rank = np.arange(small.size) - (np.cumsum(counts) - counts)[jb]
-                where = np.minimum(word_base[jb] + ptr[jb] + rank, last_word)
-                x[small] = (x[small] << s16) | words[where]
-                ptr += counts
-        if np.any((E & _F_MASK) == 0):
+            if not small.size:
+                continue
+            if single:  # one job: its words are read in order
+                if ptr[0] + small.size > last_word + 1:
+                    raise ArtifactError("rANS stream ran out of words (truncated or corrupt)")
+                x[small] = (x[small] << 16) | words[ptr[0]:ptr[0] + small.size]
+                ptr[0] += small.size
+                continue
+            jb = lane_job[small]
+            counts = np.bincount(jb, minlength=len(jobs))
+            first = word_base + ptr - (np.cumsum(counts) - counts)
+            where = np.minimum(first[jb] + np.arange(small.size), last_word)
+            x[small] = (x[small] << 16) | words[where]
+            ptr += counts
+        if np.any((E & fmask) == 0):
             bad = True  # a slot of an empty table: corrupt (reported below)
-        sym = (E >> np.uint64(2 * _F_BITS)).astype(np.int64)
+        sym = E >> (2 * fbits)
         for k, (a, b) in enumerate(zip(lanes.first[:-1], lanes.first[1:], strict=True)):
             v = valid[:, a:b]
             if v.any():
@@ -234,6 +243,6 @@ def decode_batch(jobs: list[DecodeJob]) -> list[np.ndarray]:
     if bad:
         raise ArtifactError("rANS stream decodes a symbol its table does not hold")
     for k, (a, b) in enumerate(zip(lanes.first[:-1], lanes.first[1:], strict=True)):
-        if ptr[k] != n_words[k] or (ns[k] and not np.all(x[a:b] == low)):
+        if ptr[k] != n_words[k] or (ns[k] and not np.all(x[a:b] == STATE_LOW)):
             raise ArtifactError("rANS stream does not decode cleanly (corrupt payload)")
     return out

@@ -64,11 +64,12 @@ def test_qat_switch_reaches_a_compiled_model(device, backend):
 
     torch._dynamo.reset()
     m = _model(layers=1).to(device)
-    prime_rotary(m, 16, torch.device(device))
+    x = torch.randint(0, 64, (2, 16), device=device)
+    prime_rotary(m, 16, x.device)  # x.device, not "cuda": the cache compares devices
     sw = install_qat(m, "int3", on=False)
     compiled = torch.compile(m, backend=backend, dynamic=False)
-    x = torch.randint(0, 64, (2, 16), device=device)
     with torch.no_grad():
+        compiled(x)  # any first-call recompilation happens here, not at the flip
         off = compiled(x)
         graphs = counters["stats"]["unique_graphs"]
         sw.set(True)

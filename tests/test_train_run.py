@@ -164,6 +164,9 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(c4_data, tmp_pa
     monkeypatch.delenv(NAN_ENV)
     with pytest.raises(GolfError, match="already holds a run"):
         train(cfg, data, tok, out, echo=False)
+    with pytest.raises(GolfError, match="no such data directory"):  # --force, bad input:
+        train(cfg, tmp_path / "nodata", tok, out, force=True, echo=False)
+    assert (out / "train.log").exists() and list_checkpoints(out)  # ... nothing deleted
     changed = load_config("tiny", QUICK + ["iterations=8", "checkpoint_every=2",
                                            "matrix_lr=0.01"])
     with pytest.raises(GolfError, match="config key matrix_lr changed"):

@@ -18,6 +18,15 @@ from trainer.muon import Muon, assign_owners, newton_schulz
 from trainer.optim import build_optimizers, lr_multiplier, muon_momentum, split_params
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small matrices: one thread avoids OpenMP spin-waits on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shard_dir(tmp_path):
     write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(0, 100) % 50)

@@ -70,16 +70,24 @@ def prime_rotary(model: GPT, max_len: int, device) -> None:
             m(max_len, device, torch.float32)
 
 
-def prepare_out_dir(out_dir: str, resume: bool, force: bool, rt: Runtime) -> None:
-    """Refuse to mix two runs in one folder: a fresh run needs --force over an old one."""
+def check_out_dir(out_dir: str, resume: bool, force: bool) -> bool:
+    """Refuse to mix two runs in one folder; True when an earlier run's files are there."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise GolfError(f"{out_dir} exists and is not a directory")
     existing = [n for n in OUTPUT_NAMES if os.path.exists(os.path.join(out_dir, n))]
     existing += [os.path.basename(p) for _, p in ckpt.list_checkpoints(out_dir)]
     if existing and not resume and not force:
         raise GolfError(f"{out_dir} already holds a run ({existing[0]}); pass --resume to "
                         "continue it or --force to start over")
+    return bool(existing)
+
+
+def clear_out_dir(out_dir: str, rt: Runtime, clear: bool) -> None:
+    """Create the run folder; with `clear` (--force over an old run) delete its outputs.
+    Called only once every input has been checked, so a refused run deletes nothing."""
     if rt.is_main:
         os.makedirs(out_dir, exist_ok=True)
-        if existing and not resume:
+        if clear:
             for _, p in ckpt.list_checkpoints(out_dir):
                 os.unlink(p)
             for n in OUTPUT_NAMES:
@@ -103,9 +111,11 @@ def resolve_vocab(cfg: TrainConfig, tokenizer) -> TrainConfig:
 class Trainer:
     """Everything one run holds; methods are the loop's pieces."""
 
-    def __init__(self, cfg: TrainConfig, data_dir, tokenizer, out_dir, rt: Runtime, log):
+    def __init__(self, cfg: TrainConfig, data_dir, tokenizer, out_dir, rt: Runtime,
+                 log=None):
         cfg = resolve_vocab(cfg, tokenizer)
-        self.cfg, self.rt, self.log, self.out_dir = cfg, rt, log, os.fspath(out_dir)
+        self.cfg, self.rt, self.out_dir = cfg, rt, os.fspath(out_dir)
+        self.log = log if log is not None else (lambda line: None)
         self.tokenizer = os.fspath(tokenizer)
         train_paths, self.val_paths = resolve_shards(data_dir, cfg.train_files, cfg.val_files)
         self.stream = TokenStream(train_paths, cfg.vocab_size)
@@ -348,12 +358,13 @@ def train(cfg: TrainConfig, data_dir, tokenizer, out_dir, resume: bool = False,
 def _train(cfg, data_dir, tokenizer, out_dir, resume, force, echo, rt) -> TrainResult:
     cfg = resolve_vocab(cfg, tokenizer)
     cfg.micro_layout(rt.world)
-    prepare_out_dir(out_dir, resume, force, rt)
+    had_run = check_out_dir(out_dir, resume, force)
     found = ckpt.latest_state(out_dir) if resume else None
-    log = TrainLog(os.path.join(out_dir, "train.log"), enabled=rt.is_main, echo=echo,
-                   append=found is not None)
+    tr = Trainer(cfg, data_dir, tokenizer, out_dir, rt)  # every input checked, nothing written
+    clear_out_dir(out_dir, rt, clear=had_run and not resume)
+    log = tr.log = TrainLog(os.path.join(out_dir, "train.log"), enabled=rt.is_main,
+                            echo=echo, append=found is not None)
     try:
-        tr = Trainer(cfg, data_dir, tokenizer, out_dir, rt, log)
         log(f"config_json:{json.dumps(cfg.to_dict(), sort_keys=True)}")
         if found is None:
             for line in run_header(tr, data_dir):
