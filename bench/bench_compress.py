@@ -86,6 +86,7 @@ def main():
     ap.add_argument("--scheme", default=None, help="scheme spec (default: golfpack's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "compress.json"))
+    ap.add_argument("--label", help="machine description to record (default: this sandbox)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import brotli
@@ -126,8 +127,8 @@ def main():
     ours_codes = sum(s["bytes"] for s in report["streams"] if s["name"].startswith("codes:"))
     best_records = min(z22, b11)
     result = {
-        "machine": f"{platform.machine()} CPU, {args.threads} threads (2-core CPU sandbox, "
-                   "shared)" if args.threads <= 2 else f"{os.cpu_count()}-core CPU",
+        "machine": args.label or f"{platform.machine()} CPU, {args.threads} torch threads "
+                                 f"({os.cpu_count()}-core CPU sandbox, shared)",
         "source": source,
         "config": dict(cfg),
         "params": params,

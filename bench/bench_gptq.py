@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -68,13 +69,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(Path(tmp), Path(args.tokenizer), Path(args.train_text),
                             Path(args.val_docs), eval_tokens=1024)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         hs = calib.calibrate(model, data["shard_dir"], args.batches, args.tokens, args.seq_len,
                              autocast=args.autocast or None, progress=True)
-        t_cal = time.perf_counter() - t0
-    t1 = time.perf_counter()
+        t_cal, c_cal = time.perf_counter() - t0, time.process_time() - c0
+    t1, c1 = time.perf_counter(), time.process_time()
     qm, rep = gptq.quantize_model(sd, hs, args.scheme, select=args.select, progress=True)
-    t_gptq = time.perf_counter() - t1
+    t_gptq, c_gptq = time.perf_counter() - t1, time.process_time() - c1
     plain = quantize_state_dict(sd, args.scheme)
     err_plain = {}
     for e in plain:
@@ -89,21 +90,25 @@ def main():
         "params": params, "calibration": {"batches": args.batches, "tokens_per_batch":
                                           args.tokens, "seq_len": args.seq_len,
                                           "autocast_bf16": bool(args.autocast),
-                                          "seconds": t_cal, "distinct_hessians": len(hs.groups)},
+                                          "seconds": t_cal, "cpu_seconds": c_cal,
+                                          "distinct_hessians": len(hs.groups)},
         "gptq": {"scheme": args.scheme, "select": args.select, "seconds": t_gptq,
+                 "cpu_seconds": c_gptq,
                  "tensors": rep["gptq_tensors"], "fallbacks": rep["fallbacks"]},
-        "total_seconds": t_cal + t_gptq, "target_seconds": 120,
+        "total_seconds": t_cal + t_gptq, "total_cpu_seconds": c_cal + c_gptq,
+        "load_average_1min": os.getloadavg()[0], "target_seconds": 120,
         "hessian_err_gptq_over_plain": {
             "total": sum(rep["hessian_err"].values()) / sum(err_plain.values()),
             "median_tensor": sorted(ratio.values())[len(ratio) // 2],
             "worst_tensor": max(ratio.values())},
     }
     print(f"model {source}, {params:,} params, {res['machine']}")
-    print(f"{'stage':<14}{'seconds':>9}")
-    print(f"{'calibration':<14}{t_cal:>9.1f}   {args.batches} x {args.tokens} tokens")
-    print(f"{'gptq':<14}{t_gptq:>9.1f}   {rep['gptq_tensors']} tensors, "
+    print(f"{'stage':<14}{'wall s':>9}{'cpu s':>9}")
+    print(f"{'calibration':<14}{t_cal:>9.1f}{c_cal:>9.1f}   {args.batches} x {args.tokens} tokens")
+    print(f"{'gptq':<14}{t_gptq:>9.1f}{c_gptq:>9.1f}   {rep['gptq_tensors']} tensors, "
           f"{len(rep['fallbacks'])} fallbacks")
-    print(f"{'total':<14}{t_cal + t_gptq:>9.1f}   (target 120)")
+    print(f"{'total':<14}{t_cal + t_gptq:>9.1f}{c_cal + c_gptq:>9.1f}   (target 120 s wall; "
+          f"load average {os.getloadavg()[0]:.1f})")
     print(f"Hessian-weighted error, GPTQ / plain rounding: "
           f"{res['hessian_err_gptq_over_plain']['total']:.3f} overall")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

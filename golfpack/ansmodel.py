@@ -31,6 +31,7 @@ from golfpack.ansfit import (  # noqa: F401  (Layout and fit_model are part of t
     tables_fit,
 )
 from golfpack.binio import Reader, Writer
+from golfpack.errors import ArtifactError
 
 VERSION = 1
 
@@ -47,11 +48,27 @@ class Prepared:
 
 @dataclass
 class Parsed:
-    """A payload read up to its rANS block, with the block's job ready to decode."""
+    """A payload read to the end: tables, the class-map jobs, and the codes block."""
 
     layout: Layout
     bits: int
-    job: rans.DecodeJob
+    prob_bits: int
+    C: int
+    freqs: np.ndarray
+    map_jobs: list  # [row classes job] if K > 1, [column classes job] if C > 1
+    states: np.ndarray
+    words: np.ndarray
+
+    def main_job(self, maps: list[np.ndarray]) -> rans.DecodeJob:
+        """The codes' job, given the decoded class maps (same order as map_jobs)."""
+        it = iter(maps)
+        K = self.freqs.shape[0] // self.C
+        row_cls = next(it) if K > 1 else np.zeros(self.layout.n_rows, np.int64)
+        col_cls = next(it) if self.C > 1 else np.zeros(self.layout.n_cols, np.int64)
+        if (row_cls.size and row_cls.max() >= K) or (col_cls.size and col_cls.max() >= self.C):
+            raise ArtifactError("ans stream: class map out of range")
+        ctx = self.layout.contexts(row_cls, col_cls, self.C)
+        return rans.DecodeJob(ctx, self.freqs, self.prob_bits, self.states, self.words)
 
 
 def prepare(codes: np.ndarray, layout: Layout, bits: int, fit: Fit | None = None) -> Prepared:
@@ -161,23 +178,20 @@ def parse(payload: bytes | memoryview, max_symbols: int) -> Parsed:
             levels.append(np.concatenate([mags[:0:-1], mags]))
         else:
             levels.append(ent.read_table(r, 2 * qmax + 1))
-    row_cls = ent.decode_order0(r, layout.n_rows, K, pb) if K > 1 else \
-        np.zeros(layout.n_rows, np.int64)
-    col_cls = ent.decode_order0(r, layout.n_cols, C, pb) if C > 1 else \
-        np.zeros(layout.n_cols, np.int64)
-    if (row_cls.size and row_cls.max() >= K) or (col_cls.size and col_cls.max() >= C):
-        r.fail("class map out of range")
+    map_jobs = []
+    for count, alphabet in ((layout.n_rows, K), (layout.n_cols, C)):
+        if alphabet > 1:
+            map_jobs.append(ent.read_order0(r, count, alphabet, pb))
     states, words = ent.read_block(r, layout.n)
     r.expect_end()
-    freqs = ent.tables_from_levels(levels, pb)
-    ctx = layout.contexts(row_cls, col_cls, C)
-    return Parsed(layout, bits, rans.DecodeJob(ctx, freqs, pb, states, words))
+    return Parsed(layout, bits, pb, C, ent.tables_from_levels(levels, pb), map_jobs, states,
+                  words)
 
 
-def complete(parsed: Parsed, sym: np.ndarray) -> tuple[np.ndarray, Layout, int, np.ndarray]:
+def complete(parsed: Parsed, job: rans.DecodeJob, sym: np.ndarray):
+    """-> (int8 codes, layout, bits, ideal bits per segment)."""
     qmax = (1 << (parsed.bits - 1)) - 1
-    j = parsed.job
-    seg = segment_bits(parsed.layout, j.contexts, sym, j.freqs, j.prob_bits)
+    seg = segment_bits(parsed.layout, job.contexts, sym, job.freqs, job.prob_bits)
     return (sym - qmax).astype(np.int8), parsed.layout, parsed.bits, seg
 
 
@@ -187,7 +201,10 @@ def decode(payload: bytes | memoryview, max_symbols: int):
 
 
 def decode_many(items) -> list[tuple[np.ndarray, Layout, int, np.ndarray]]:
-    """[(payload, max_symbols)] -> decode results, all rANS blocks in one batched loop."""
+    """[(payload, max_symbols)] -> decode results. Two batched rANS loops for all streams:
+    the class maps first (they give the contexts), then every stream's codes."""
     parsed = [parse(p, m) for p, m in items]
-    symbols = rans.decode_batch([p.job for p in parsed])
-    return [complete(p, s) for p, s in zip(parsed, symbols, strict=True)]
+    map_out = iter(rans.decode_batch([j for p in parsed for j in p.map_jobs]))
+    jobs = [p.main_job([next(map_out) for _ in p.map_jobs]) for p in parsed]
+    symbols = rans.decode_batch(jobs)
+    return [complete(p, j, s) for p, j, s in zip(parsed, jobs, symbols, strict=True)]

@@ -140,6 +140,14 @@ def encode_order0(symbols: np.ndarray, alphabet: int, w: Writer,
     write_block(w, states, words)
 
 
+def read_order0(r: Reader, n: int, alphabet: int, prob_bits: int = PROB_BITS) -> rans.DecodeJob:
+    """Read an order-0 stream's table and block -> its decode job (for batching)."""
+    levels = read_table(r, alphabet)
+    states, words = read_block(r, n)
+    return rans.DecodeJob(np.zeros(n, np.uint8), tables_from_levels([levels], prob_bits),
+                          prob_bits, states, words)
+
+
 def decode_order0(r: Reader, n: int, alphabet: int, prob_bits: int = PROB_BITS) -> np.ndarray:
     levels = read_table(r, alphabet)
     states, words = read_block(r, n)

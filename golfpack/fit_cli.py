@@ -72,16 +72,21 @@ def compress_with_hessians(checkpoint, output, scheme_spec, codec, tokenizer, co
                            fit_bits=(4, 5, 6, 7, 8), fit_tol=0.005, sensitivity="family",
                            lqer_rank=0, lqer_top=3, device="auto", log=None) -> dict:
     """compress --gptq / --fit: validate everything cheap first, then calibrate and pack."""
+    from golfpack.shardread import train_shard_paths
+
+    if calib is None:
+        raise GolfError("--gptq and --fit need calibration data: --calib DIR|GLOB|self")
+    if lqer_rank and not fit:
+        raise GolfError("--lqer works with --fit (it is kept only where it pays)")
+    if str(calib) != "self":
+        train_shard_paths(calib)  # refuses validation shards before anything slow
+
     import torch
 
     from golfpack.accounting import check_budget, code_bytes
     from golfpack.clikit import atomic_write_bytes, refuse_same_file
     from golfpack.fitpack import calibrate_checkpoint, calibration_loss_fn, compress_hessian
 
-    if calib is None:
-        raise GolfError("--gptq and --fit need calibration data: --calib DIR|GLOB|self")
-    if lqer_rank and not fit:
-        raise GolfError("--lqer works with --fit (it is kept only where it pays)")
     refuse_same_file(checkpoint, output)
     if os.path.exists(output) and not force:
         raise GolfError(f"{output} exists; pass --force to overwrite it")

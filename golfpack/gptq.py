@@ -131,8 +131,9 @@ def gptq_rows(W: torch.Tensor, scales: torch.Tensor, qmax: torch.Tensor,
         U1 = U[i1:i2, i1:i2]
         E1 = torch.empty(i2 - i1, R, dtype=torch.float32)
         # The column loop is thousands of small ops: one thread avoids a thread-pool
-        # hand-off per op (costly on a busy machine); the block product below uses all.
-        torch.set_num_threads(1)
+        # hand-off per op (costly on a busy machine) unless the rows are many; the block
+        # product below uses all threads.
+        torch.set_num_threads(1 if R * (i2 - i1) < (1 << 21) else threads)
         try:
             for j in range(i2 - i1):
                 w = W1[j]

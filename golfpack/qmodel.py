@@ -67,9 +67,14 @@ class Entry:
 
 
 def _reconstruct_quant(e: Entry) -> torch.Tensor:
-    codes = torch.from_numpy(np.array(e.parts["codes"].data))
-    scales = torch.from_numpy(np.array(e.parts["scales"].data))
-    return dequantize(codes, scales).reshape(e.shape)
+    """ŵ = codes * scale in float32 — numpy's single-threaded product, bit-identical to
+    quant.dequantize (IEEE float32 multiply) and immune to thread oversubscription."""
+    codes = np.asarray(e.parts["codes"].data)
+    scales = np.asarray(e.parts["scales"].data).astype(np.float32)
+    if codes.size == 0:
+        return torch.zeros(e.shape, dtype=torch.float32)
+    hat = np.multiply(codes.reshape(scales.shape[0], -1), scales[:, None], dtype=np.float32)
+    return torch.from_numpy(hat).reshape(e.shape)
 
 
 def _reconstruct_float(e: Entry) -> torch.Tensor:

@@ -87,7 +87,8 @@ def effective_rules(spec: str | None) -> list[Rule]:
 def resolve(spec: str | None, tensors: Mapping[str, tuple[str, int]]) -> dict[str, Scheme]:
     """Map each tensor (name -> (dtype name, numel)) to its scheme.
 
-    Raises SchemeError naming any user rule that matches no tensor at all.
+    Raises SchemeError naming any user pattern rule that matches no tensor at all
+    (selectors such as @control may match nothing: not every model has control tensors).
     """
     rules = effective_rules(spec)
     used = [False] * len(rules)
@@ -103,7 +104,8 @@ def resolve(spec: str | None, tensors: Mapping[str, tuple[str, int]]) -> dict[st
         if not is_float:
             chosen = Scheme("raw")
         out[name] = chosen
-    unused = [str(r) for r, u in zip(rules, used, strict=True) if r.user and not u]
+    unused = [str(r) for r, u in zip(rules, used, strict=True)
+              if r.user and not u and not r.pattern.startswith("@")]
     if unused:
         example = next(iter(tensors), "?")
         raise SchemeError(f"scheme rule(s) {', '.join(unused)} match no tensor "

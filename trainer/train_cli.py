@@ -50,8 +50,11 @@ def train_cmd(config, data_dir, tokenizer, out_dir, overrides, resume, force, pr
         import os
 
         if int(os.environ.get("RANK", "0")) == 0:
+            secs = max(result.train_time_ms / 1000.0, 1e-9)
             emit_json({"out_dir": result.out_dir, "steps": result.steps,
                        "train_time_ms": result.train_time_ms,
+                       "step_avg_ms": result.train_time_ms / max(result.steps, 1),
+                       "tokens_per_s": result.steps * cfg.train_batch_tokens / secs,
                        "stopped_early": result.stopped_early,
                        "final_train_loss": result.train_losses[-1] if result.train_losses
                        else None, "val_history": result.val_history, "final": result.final})
