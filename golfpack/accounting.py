@@ -147,8 +147,12 @@ def artifact_report(art, qmodel=None) -> dict:
     streams = [{"name": s.name, "codec": s.codec, "transform": s.transform, "raw_bytes": s.raw_len,
                 "bytes": s.stored_len, "seconds": round(s.seconds, 3)} for s in art.streams]
     params = sum(e.params for e in art.entries)
+    by_codec: dict[str, int] = {}
+    for s in art.streams:
+        by_codec[s.codec] = by_codec.get(s.codec, 0) + s.stored_len
     return {
         "model_bytes": art.file_bytes,
+        "codec": max(by_codec, key=by_codec.get) if by_codec else None,  # holds most bytes
         "header_bytes": art.header_bytes,
         "params": params,
         "bits_per_param": 8.0 * art.file_bytes / params if params else 0.0,

@@ -227,7 +227,8 @@ def _exchange(L, B, picks, target, rounds: int = 200) -> np.ndarray:
         dL = np.where(np.isfinite(dL), dL, np.inf)
         ok = np.isfinite(dB) & (dL < 0) & (dB <= slack)
         if ok.any():  # single moves: best loss drop per byte (free ones first)
-            rate = np.where(ok, -dL / np.maximum(dB, 1e-9), -np.inf)
+            rate = np.full(dL.shape, -np.inf)
+            rate[ok] = -dL[ok] / np.maximum(dB[ok], 1e-9)
             t, i = np.unravel_index(np.argmax(rate), rate.shape)
             picks[t] = i
             continue

@@ -20,6 +20,7 @@ from golfpack import fit, gptq, lqer
 from golfpack.errors import GolfError
 
 Log = Callable[[str], None] | None
+PROBE_BITS = 5  # sensitivity probes at int5 gptq-lite (the records' operating range)
 
 
 def calibration_loss_fn(model: torch.nn.Module, batches: list[torch.Tensor],
@@ -48,10 +49,15 @@ def calibration_loss_fn(model: torch.nn.Module, batches: list[torch.Tensor],
     return loss
 
 
+def _probe_rank(bits: int) -> tuple[bool, int]:
+    return (bits < PROBE_BITS, bits if bits >= PROBE_BITS else -bits)
+
+
 def measure_sensitivity(choices: dict[str, fit.TensorChoices], weights, preps, loss_fn,
                         granularity: str = "family", log: Log = None) -> dict[str, float]:
-    """α per tensor: measured Δloss with a group (family or tensor) at its coarsest
-    gptq-lite candidate, divided by that candidate's summed Hessian-weighted error."""
+    """α per tensor: measured Δloss with a group (family or tensor) at its gptq-lite
+    candidate of PROBE_BITS (or the nearest width above, else the widest below), divided by
+    that candidate's summed Hessian-weighted error."""
     from golfpack.scheme import family
 
     groups: dict[str, list[str]] = {}
@@ -64,14 +70,14 @@ def measure_sensitivity(choices: dict[str, fit.TensorChoices], weights, preps, l
         for n in names:
             tc = choices[n]
             probe = min((o for o in tc.options if o.scheme.clip == "gptq-lite"
-                         and not o.lqer_rank), key=lambda o: o.scheme.bits)
+                         and not o.lqer_rank), key=lambda o: _probe_rank(o.scheme.bits))
             r = gptq.quantize_group({n: weights[n]}, {n: probe.scheme}, preps[n])[n]
             state[n] = (r.codes.float() * r.scales.float()[:, None]).reshape(weights[n].shape)
             err += probe.err
         delta = loss_fn(state) - base
         raw[g] = (delta, err)
         if log:
-            log(f"sensitivity {g}: Δloss {delta:+.5f} at the coarsest probe")
+            log(f"sensitivity {g}: Δloss {delta:+.6f} at the probe")
     positive = [d / e for d, e in raw.values() if d > 0 and e > 0]
     floor = min(positive) * 0.1 if positive else 1.0
     for g, (d, e) in raw.items():

@@ -170,13 +170,15 @@ def diag_row_errors(W: torch.Tensor, What: torch.Tensor, diag: torch.Tensor) -> 
 
 def candidate_scales(w2: torch.Tensor, scheme: quant.Scheme, codes: bool = True):
     """Per-row scales of each clip candidate of `scheme` -> (scales [K, R] float32 fp16-exact,
-    floored [K, R] bool, plain-rounding codes [K, R, C] float32 or None). The quantizers' own
-    rule (quant._grid); with codes=False it runs on zero columns, so only scales are made."""
+    floored [K, R] bool, plain-rounding codes [K, R, C] float32 or None): the quantizers' own
+    rules (quant._candidate_clips, quant._scales, quant._grid)."""
     clips = quant._candidate_clips(w2, scheme)
-    src = w2 if codes else w2[:, :0]
-    out = [quant._grid(src, c, scheme) for c in clips]
+    if not codes:
+        out = [quant._scales(c, scheme) for c in clips]
+        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out]), None
+    out = [quant._grid(w2, c, scheme) for c in clips]
     return (torch.stack([o[1] for o in out]), torch.stack([o[2] for o in out]),
-            torch.stack([o[0] for o in out]) if codes else None)
+            torch.stack([o[0] for o in out]))
 
 
 def _as_matrix(w: torch.Tensor, prep: PreparedHessian, name: str) -> torch.Tensor:

@@ -124,6 +124,10 @@ def inspect_cmd(artifact, code_files, code_mode, budget, plot, as_json):
     """
     from golfpack.compress import inspect_artifact
 
+    if plot:
+        from golfpack.clikit import refuse_same_file
+
+        refuse_same_file(artifact, plot)
     report = inspect_artifact(artifact, code_files, code_mode, budget)
     if plot:
         from golfpack.pack_plot import plot_report

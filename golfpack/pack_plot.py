@@ -48,5 +48,11 @@ def plot_report(report: dict, path) -> None:
     fig.suptitle(f"artifact bytes: model {report['model_bytes']:,} + code "
                  f"{report['code_bytes']:,} vs cap {budget:,}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    import io
+
+    from golfpack.clikit import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue(), force=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +19,15 @@ from trainer.model import GPT, GPTConfig
 
 CFG = dict(vocab_size=128, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2)
 SPEC = "@control=fp32;*=int6:gptq-lite"  # no @small rule: the tiny matrices get fitted
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids thread-pool hand-offs on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 
 @pytest.fixture(scope="module")
@@ -125,22 +132,27 @@ def test_gptq_compress_in_process(tiny):
 
 
 def test_cli_fit(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from golfpack.cli import main
+
     m, sd, _, _ = tiny
     ck = tmp_path / "m.safetensors"
     checkpoint.save(ck, sd, dict(CFG))
     _write_shard(tmp_path / "fineweb_train_000000.bin",
                  np.random.default_rng(0).integers(0, 128, 5000))
-    run = [sys.executable, "-c", "from golfpack.cli import main; main()", "compress", str(ck)]
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    common = ["--scheme", SPEC, "--calib", str(tmp_path), "--calib-batches", "2",
-              "--calib-tokens", "128", "--calib-seq-len", "32", "--json", "--codec", "zlib",
-              "--fit-bits", "4,6,8"]
-    p = subprocess.run(run + ["-o", str(tmp_path / "f.golf"), "--fit", "--budget", "40000",
-                              "--sensitivity", "hessian"] + common,
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert p.returncode == 0, p.stderr
-    rep = json.loads(p.stdout)
-    assert 0.995 * 40000 <= rep["total_bytes"] == os.path.getsize(tmp_path / "f.golf") <= 40000
+    out = tmp_path / "f.golf"
+    args = ["compress", str(ck), "-o", str(out), "--fit", "--budget", "40000", "--sensitivity",
+            "hessian", "--scheme", SPEC, "--calib", str(tmp_path), "--calib-batches", "2",
+            "--calib-tokens", "128", "--calib-seq-len", "32", "--json", "--codec", "zlib",
+            "--fit-bits", "4,6,8"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert 0.995 * 40000 <= rep["total_bytes"] == os.path.getsize(out) <= 40000
+    assert rep["fit"]["allocation"] and rep["fit"]["iterations"]
+    r = CliRunner().invoke(main, args)  # never overwrites without --force
+    assert r.exit_code == 2 and "exists" in r.stderr
 
 
 def test_impossible_budget_is_a_check_failure(setup):

@@ -14,6 +14,16 @@ from golfpack.errors import CheckFailed
 from golfpack.quant import Scheme
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids thread-pool hand-offs on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def _choices(n=12, seed=0):
     rnd = random.Random(seed)
     out = {}

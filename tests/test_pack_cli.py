@@ -139,6 +139,8 @@ def test_refusals_and_usage_errors(ckpt, tmp_path):
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "not a golf artifact" in r.output
     r = run("unpack", out, "-o", out)
     assert r.exit_code == 2 and "refusing to overwrite" in r.output
+    r = run("inspect", out, "--plot", out)
+    assert r.exit_code == 2 and "refusing to overwrite" in r.output
 
 
 def test_plain_torch_save_needs_config(tmp_path):
@@ -167,6 +169,20 @@ def test_inspect_plot_and_bench(ckpt, tmp_path):
         assert b["totals"][codec]["bytes"] > 0
     r = run("bench", ckpt, "--scheme", SPEC)
     assert r.exit_code == 0 and "order0" in r.output
+
+
+def test_tokenizer_identity_in_header(ckpt, tmp_path, shared_data):
+    import hashlib
+
+    tok = shared_data / "fineweb_1024_bpe.model"
+    out = tmp_path / "m.golf"
+    r = run("compress", ckpt, "-o", out, "--scheme", SPEC, "--tokenizer", tok, "--json")
+    assert r.exit_code == 0, r.output
+    art = load_artifact(out)
+    assert art.vocab_size == 1024
+    assert art.tokenizer_sha256 == hashlib.sha256(tok.read_bytes()).hexdigest()
+    r = run("compress", ckpt, "-o", tmp_path / "x.golf", "--tokenizer", ckpt)
+    assert r.exit_code == 2 and "not a sentencepiece model" in r.output
 
 
 SCRIPT = '''"""A small program whose behaviour the minified wrapper must reproduce."""

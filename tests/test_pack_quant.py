@@ -163,3 +163,15 @@ def test_quant_identity_hypothesis(bits, rows, cols, seed, clip):
     r = quantize(w, scheme)
     assert r.codes.shape == (rows, cols)
     assert torch.equal(_bits(fake_quant(w, scheme)), _bits(dequantize(r.codes, r.scales)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("clip", ["amax", "gptq-lite", "sdclip(12)"])
+def test_fake_quant_cuda_compiled_matches_cpu_quantize(clip):
+    """On a GPU: inductor-compiled fake_quant gives the bits the packer will store."""
+    w = _trained_like(256, 512, seed=3)
+    scheme = parse_scheme(f"int6:{clip}")
+    fn = torch.compile(lambda x: fake_quant(x, scheme), fullgraph=True)
+    got = fn(w.cuda()).cpu()
+    r = quantize(w, scheme)
+    assert torch.equal(_bits(got), _bits(dequantize(r.codes, r.scales)))

@@ -133,7 +133,7 @@ class Demo:
 
     def seeds(self, data_dir: str, tok: str) -> None:
         """Two short configurations (matrix lr 0.04 vs 0.01) x 3 seeds, then significance."""
-        steps = 15 if self.quick else 60
+        steps = 10 if self.quick else 60
         logs: dict[str, list[str]] = {"A": [], "B": []}
         for name, lr in (("A", 0.04), ("B", 0.01)):
             for seed in (1, 2, 3):
@@ -193,8 +193,11 @@ def render(s: dict) -> str:
                      f"({r['scored_tokens']:,} tokens, {r['seconds']:.1f} s)")
     sig = s.get("significance") or {}
     if sig:
-        verdicts = ", ".join(f"{k}: {v}" for k, v in sig["verdicts"].items()) \
-            if isinstance(sig["verdicts"], dict) else str(sig["verdicts"])
+        v = sig["verdicts"] if isinstance(sig["verdicts"], dict) else {}
+        verdicts = "; ".join(
+            f"{rule} rule: {'significant' if r.get('significant') else 'not significant'}"
+            f" (p={r.get('p', float('nan')):.3g}, threshold {r.get('threshold')})"
+            for rule, r in v.items() if isinstance(r, dict)) or str(sig["verdicts"])
         lines.append(f"A (lr 0.04) vs B (lr 0.01), 3 seeds each: Welch t={sig['welch_t']:.3f} "
                      f"df={sig['welch_df']:.2f} p={sig['welch_p']:.4g}")
         lines.append(f"           verdicts: {verdicts}")
@@ -216,7 +219,7 @@ def run_demo(out: str, quick: bool = False, force: bool = False, quiet: bool = F
     corpus, tok, n_docs = demo.corpus_and_tokenizer()
     demo.files.update(corpus=corpus, tokenizer=tok)
     data_dir = os.path.join(out, "data")
-    val_docs = max(4, min(40, n_docs // 5)) if quick else max(10, min(60, n_docs // 5))
+    val_docs = max(4, min(10, n_docs // 5)) if quick else max(10, min(60, n_docs // 5))
     demo.run([_bin("golfeval"), "data", "build", "--tokenizer", tok, "--docs", corpus,
               "--out", data_dir, "--val-docs", str(val_docs), "--force", "--json"])
     demo.files["shards"] = data_dir
