@@ -92,7 +92,9 @@ def prepare_hessian(H: torch.Tensor, damp: float = 0.01, act_order: bool = True
     if int(info) != 0:
         return PreparedHessian(metric, perm, None, dead,
                                f"Cholesky of the damped Hessian failed (minor {int(info)})")
-    U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
+    # H⁻¹ = L⁻ᵀL⁻¹ from one triangular solve (torch.cholesky_inverse is ~30x slower on CPU).
+    Linv = torch.linalg.solve_triangular(L, torch.eye(n, dtype=torch.float64), upper=False)
+    U, info = torch.linalg.cholesky_ex(Linv.T @ Linv, upper=True)
     if int(info) != 0 or not bool(torch.isfinite(U).all()):
         return PreparedHessian(metric, perm, None, dead, "Cholesky of the inverse Hessian failed")
     return PreparedHessian(metric, perm, U.to(torch.float32), dead, None,
