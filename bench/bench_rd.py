@@ -70,6 +70,10 @@ def main():
     ap.add_argument("--fit-bits", default="4,5,6,7,8")
     ap.add_argument("--lqer", type=int, default=0, help="LQER rank offered to --fit (0 = off)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-dir", help="keep the C4 train / FineWeb val shards here (usable "
+                                       "as golftrain --data); default: a temporary folder")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="write the shards to --data-dir and stop")
     ap.add_argument("--tokenizer", default=str(SHARED / "fineweb_1024_bpe.model"))
     ap.add_argument("--train-text", default=str(SHARED / "c4_2000docs.jsonl"))
     ap.add_argument("--val-docs", default=str(SHARED / "fineweb_val_200docs.jsonl"))
@@ -86,10 +90,14 @@ def main():
     t_start = time.time()
     log = lambda msg: print(f"[{time.time() - t_start:6.0f}s] {msg}", flush=True)
     tmp = tempfile.TemporaryDirectory()
-    data = prepare_data(Path(tmp.name), Path(args.tokenizer), Path(args.train_text),
-                        Path(args.val_docs), args.eval_tokens)
+    data = prepare_data(Path(args.data_dir or tmp.name), Path(args.tokenizer),
+                        Path(args.train_text), Path(args.val_docs), args.eval_tokens)
     log(f"data: {data['train'].size:,} train tokens (C4), {data['val'].size - 1:,} scored "
         "validation targets (FineWeb)")
+    if args.prepare_only:
+        if not args.data_dir:
+            raise SystemExit("--prepare-only needs --data-dir")
+        return
     model, cfg, sd, info = load_or_train(args, data, log)
     pre = score_bpb(model, data, args.device)
     log(f"pre-quant val_bpb {pre['val_bpb']:.5f} ({pre['seconds']:.1f}s)")

@@ -55,8 +55,9 @@ def tokenize_docs(tokenizer: Path, docs: list[str], bos: int = 1) -> np.ndarray:
 
 def prepare_data(work: Path, tokenizer: Path, train_text: Path, val_docs: Path,
                  eval_tokens: int = 0) -> dict:
-    """C4 text -> a train shard in `work` (the calibration source); FineWeb docs -> the
-    validation stream and its per-target bytes (golfeval.bytetables)."""
+    """C4 text -> a train shard in `work` (the calibration source); FineWeb docs -> a val
+    shard beside it (so `work` can be golftrain's --data), and the scored validation stream
+    with its per-target bytes (golfeval.bytetables)."""
     from golfeval.bytetables import ByteTables
     from golfeval.shards import write_shard
 
@@ -64,6 +65,7 @@ def prepare_data(work: Path, tokenizer: Path, train_text: Path, val_docs: Path,
     train = tokenize_docs(tokenizer, read_docs(train_text))
     write_shard(work / "fineweb_train_000000.bin", train, force=True)
     val = tokenize_docs(tokenizer, read_docs(val_docs))
+    write_shard(work / "fineweb_val_000000.bin", val, force=True)  # for golftrain --data
     if eval_tokens and eval_tokens + 1 < val.size:
         val = val[: eval_tokens + 1]
     tb = ByteTables.from_tokenizer(str(tokenizer)).target_bytes(val)

@@ -87,6 +87,8 @@ def compress_with_hessians(checkpoint, output, scheme_spec, codec, tokenizer, co
     from golfpack.clikit import atomic_write_bytes, refuse_same_file
     from golfpack.fitpack import calibrate_checkpoint, calibration_loss_fn, compress_hessian
 
+    if log is None and progress:
+        log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     refuse_same_file(checkpoint, output)
     if os.path.exists(output) and not force:
         raise GolfError(f"{output} exists; pass --force to overwrite it")
