@@ -87,7 +87,7 @@ class Demo:
 
     def main_run(self, data_dir: str, tok: str) -> str:
         run_dir = os.path.join(self.out, "run_main")
-        steps = 40 if self.quick else 400
+        steps = 120 if self.quick else 400
         sets = [f"iterations={steps}", f"warmdown_iters={steps // 4}", "qat=on",
                 "export_scheme=int6", f"val_loss_every={steps // 2}",
                 f"checkpoint_every={steps // 2}", "train_log_every=50",
