@@ -100,6 +100,15 @@ def all_reduce_sum(values) -> np.ndarray:
     return t.cpu().numpy()
 
 
+def merge_scored(nats: np.ndarray) -> np.ndarray:
+    """Merge per-target arrays in which each rank filled only the targets it scored (NaN
+    elsewhere): every rank gets the full array, NaN only where no rank scored."""
+    seen = ~np.isnan(nats)
+    total = all_reduce_sum(np.where(seen, nats, 0.0))
+    seen = all_reduce_sum(seen.astype(np.float64)) > 0
+    return np.where(seen, total, np.nan)
+
+
 def barrier() -> None:
     if active_world() > 1:
         dist.barrier()

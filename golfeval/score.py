@@ -219,10 +219,7 @@ def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.
         sums = distributed.all_reduce_sum(sums).tolist()
         ranks = world
         if nats_out is not None:
-            seen = ~np.isnan(nats_out)
-            total = distributed.all_reduce_sum(np.where(seen, nats_out, 0.0))
-            seen = distributed.all_reduce_sum(seen.astype(np.float64)) > 0
-            nats_out = np.where(seen, total, np.nan)
+            nats_out = distributed.merge_scored(nats_out)
     expect = plan.scored_tokens if ranks == world else int(counts.sum())
     if int(sums[2]) != expect:
         raise GolfError(f"internal: scored {int(sums[2])} targets, the plan has {expect}")

@@ -357,10 +357,7 @@ def _result(tally: Tally, seconds: float, windows: int, world: int) -> ScoreResu
         sums = distributed.all_reduce_sum(sums).tolist()
         ranks = world
         if nats is not None:
-            seen = ~np.isnan(nats)
-            total = distributed.all_reduce_sum(np.where(seen, nats, 0.0))
-            seen = distributed.all_reduce_sum(seen.astype(np.float64)) > 0
-            nats = np.where(seen, total, np.nan)
+            nats = distributed.merge_scored(nats)
     return ScoreResult.from_sums(sums[0], int(sums[1]), int(sums[2]), seconds,
                                  per_token_nats=nats, windows=windows,
                                  n_targets=tally.target_bytes.size, ranks=ranks)

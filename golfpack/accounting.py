@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from golfpack.errors import CheckFailed, GolfError
+from golfpack.errors import CheckFailed, GolfError, read_file
 
 DEFAULT_BUDGET = 16_000_000
 CODE_MODES = ("raw", "minified")
@@ -32,11 +32,7 @@ _WRAPPERS = {
 
 def read_source(path) -> bytes:
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise GolfError(f"cannot read code file {path}: {exc.strerror or exc}") from None
+    raw = read_file(path, "code file")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -26,7 +26,7 @@ import numpy as np
 from golfpack import codecs
 from golfpack.ansmodel import Layout
 from golfpack.binio import Writer
-from golfpack.errors import ArtifactError
+from golfpack.errors import ArtifactError, read_file
 from golfpack.qmodel import RECONSTRUCT, Entry, Part, QuantizedModel, reconstruct
 
 MAGIC = b"GOLFPK\r\n"
@@ -100,11 +100,7 @@ def _tokenizer_info(tokenizer) -> tuple[bytes, int] | None:
     if isinstance(tokenizer, dict):
         return bytes.fromhex(tokenizer["sha256"]), int(tokenizer["vocab_size"])
     path = os.fspath(tokenizer)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read tokenizer {path}: {exc.strerror}") from None
+    raw = read_file(path, "tokenizer", ArtifactError)
     import sentencepiece as spm
 
     try:
@@ -394,11 +390,7 @@ def _check_code_range(e: Entry) -> None:
 
 def load_artifact(path) -> Artifact:
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_file(path, "artifact", ArtifactError)
     try:
         return parse_artifact(data)
     except ArtifactError as exc:

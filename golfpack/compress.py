@@ -49,7 +49,7 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
     """Checkpoint -> artifact file. Over budget raises CheckFailed and writes nothing,
     unless allow_over (then the file is written and report["over_budget"] is True)."""
     from golfpack.checkpoint import load
-    from golfpack.clikit import atomic_write_bytes, refuse_same_file
+    from golfpack.clikit import refuse_same_file
 
     refuse_same_file(ckpt_path, out_path)
     for f in code_files:
@@ -59,6 +59,14 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
     state_dict, cfg = load(ckpt_path, config)
     data, report = compress_state_dict(state_dict, cfg, scheme_spec, codec, code_files,
                                        code_mode, tokenizer, budget, progress)
+    return write_artifact(out_path, data, report, allow_over, force)
+
+
+def write_artifact(out_path, data: bytes, report: dict, allow_over: bool, force: bool) -> dict:
+    """Write an encoded artifact atomically, unless it is over budget (CheckFailed, no file)
+    and `allow_over` is off. Returns the report with `over_budget` and `output` added."""
+    from golfpack.clikit import atomic_write_bytes
+
     report["over_budget"] = report["headroom"] < 0
     if report["over_budget"] and not allow_over:
         check_budget(report)

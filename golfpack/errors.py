@@ -8,6 +8,18 @@ class GolfError(Exception):
     exit_code = 2
 
 
+def read_file(path, what: str, error: type[GolfError] = GolfError) -> bytes:
+    """The whole file, or `error` with one line naming `what` and `path` (never a traceback)."""
+    import os
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
 class CheckFailed(GolfError):
     """The inputs were fine but the check they asked for did not pass."""
 

@@ -83,8 +83,9 @@ def compress_with_hessians(checkpoint, output, scheme_spec, codec, tokenizer, co
 
     import torch
 
-    from golfpack.accounting import check_budget, code_bytes
-    from golfpack.clikit import atomic_write_bytes, refuse_same_file
+    from golfpack.accounting import code_bytes
+    from golfpack.clikit import refuse_same_file
+    from golfpack.compress import write_artifact
     from golfpack.fitpack import calibrate_checkpoint, calibration_loss_fn, compress_hessian
 
     if log is None and progress:
@@ -106,12 +107,7 @@ def compress_with_hessians(checkpoint, output, scheme_spec, codec, tokenizer, co
         tokenizer=tokenizer, bits=fit_bits, lqer_rank=lqer_rank,
         lqer_top=lqer_top if lqer_rank else 0, sensitivity=sensitivity, loss_fn=loss_fn,
         tol=fit_tol, progress=progress, log=log)
-    report["over_budget"] = report["headroom"] < 0
-    if report["over_budget"] and not allow_over:
-        check_budget(report)
-    atomic_write_bytes(output, data, force=force)
-    report["output"] = os.fspath(output)
-    return report
+    return write_artifact(output, data, report, allow_over, force)
 
 
 def print_fit(report: dict) -> None:

@@ -57,3 +57,14 @@ def tiny_shards(tmp_path_factory, tiny_tokenizer, pydoc_corpus) -> Path:
     out = tmp_path_factory.mktemp("shards")
     build(tiny_tokenizer, pydoc_corpus, out, val_docs=40, shard_tokens=50_000, force=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one torch thread avoids thread-pool hand-offs on a busy machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

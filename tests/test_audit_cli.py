@@ -6,32 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
+from tinymodels import live_gpt
 
 from golfeval import audit
 from golfeval.cli import main
 from golfeval.ttt_lora import evaluate_lora
 from golfpack.checkpoint import save
-from trainer.model import GPT, GPTConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=512, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2)
-    m = GPT(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    m, cfg = live_gpt()
     path = tmp_path_factory.mktemp("ck") / "tiny.safetensors"
     save(path, m.state_dict(), cfg.to_dict())
     return path

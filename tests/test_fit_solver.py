@@ -13,15 +13,7 @@ from golfpack import fit, gptq
 from golfpack.errors import CheckFailed
 from golfpack.quant import Scheme
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids thread-pool hand-offs on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _choices(n=12, seed=0):

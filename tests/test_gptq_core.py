@@ -8,15 +8,7 @@ import torch
 from golfpack import gptq, quant
 from golfpack.errors import GolfError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids thread-pool hand-offs on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _correlated(n=4000, cols=96, seed=0):

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tinymodels import live_gpt
 
 from golfeval.bytetables import ByteTables
 from golfeval.cli import main as golfeval_main
 from golfeval.score_cli import evaluate
 from golfeval.shards import load_tokens, read_shard, write_shard
 from golfpack.checkpoint import save
-from trainer.model import GPT, GPTConfig
 
 N = 1500
 BASE = ["--seq-len", "64", "--stride", "16", "--max-tokens", str(N), "--device", "cpu"]
@@ -35,12 +35,7 @@ def one_thread():
 
 
 def tiny_model(vocab=512, seed=0):
-    torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=vocab, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
-    m = GPT(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    m, cfg = live_gpt(seed, vocab_size=vocab, model_dim=64)
     return m, cfg.to_dict()
 
 

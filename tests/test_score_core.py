@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tinymodels import live_gpt
 
 from golfeval.score import ScoreResult, make_plan, score_tokens, score_windows
 from golfeval.windows import sliding_plan
-from trainer.model import GPT, GPTConfig
 
 V, BOS = 64, 1
 
@@ -28,12 +28,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=V, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m.eval()
+    return live_gpt(vocab_size=V, model_dim=64)[0].eval()
 
 
 def _stream(n, seed=0):

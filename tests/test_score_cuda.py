@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tinymodels import live_gpt
 
 from golfeval.score import score_tokens
 from golfpack.checkpoint import save
-from trainer.model import GPT, GPTConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 V = 512
@@ -23,12 +23,7 @@ V = 512
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=V, num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2)
-    m = GPT(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    m, cfg = live_gpt(vocab_size=V, num_layers=4, model_dim=128)
     return m.eval(), cfg
 
 

@@ -11,20 +11,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tinymodels import live_gpt
 
 from golfeval.score_cli import evaluate
 from golfpack.checkpoint import save
-from trainer.model import GPT, GPTConfig
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(1)
-    cfg = GPTConfig(vocab_size=512, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
-    m = GPT(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    m, cfg = live_gpt(1, model_dim=64)
     path = tmp_path_factory.mktemp("dist") / "tiny.safetensors"
     save(path, m.state_dict(), cfg.to_dict())
     return path

@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tinymodels import live_gpt
 
 from golfpack.quant import dequantize, quantize
-from trainer.model import GPT, GPTConfig
 from trainer.qat import expand_spec, install_qat, remove_qat, weight_schemes
 from trainer.train import prime_rotary
 
 
 def _model(seed=0, layers=2):
-    torch.manual_seed(seed)
-    m = GPT(GPTConfig(vocab_size=64, num_layers=layers, model_dim=32, num_heads=2,
-                      num_kv_heads=1))
-    with torch.no_grad():  # leave the zero-initialised projections: make every path live
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m
+    return live_gpt(seed, vocab_size=64, num_layers=layers, num_heads=2, num_kv_heads=1)[0]
 
 
 def test_qat_forward_is_the_exported_grid_and_gradient_is_straight_through():

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
+from tinymodels import frozen_gpt
 
 from golfeval.cli import main
 from golfeval.ttt import eager, make_settings, run_ttt
@@ -16,25 +16,12 @@ from golfeval.ttt_lora import LoraSettings
 from golfeval.ttt_sgd import SGDSettings
 from golfpack.checkpoint import save
 from golfpack.errors import GolfError
-from trainer.model import GPT, GPTConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model():
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=512, num_layers=2, model_dim=32, num_heads=4,
-                      num_kv_heads=2))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m.eval().requires_grad_(False)
+    return frozen_gpt()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tinymodels import frozen_gpt
 
 from golfeval.shards import load_tokens
 from golfeval.ttt_lora import (
@@ -19,28 +20,16 @@ from golfeval.ttt_lora import (
     split_documents,
 )
 from golfpack.errors import GolfError
-from trainer.model import GPT, GPTConfig
 
 S = LoraSettings(rank=4, chunk=32, context=96, batch=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: threads only add overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=512, num_layers=2, model_dim=32, num_heads=4,
-                      num_kv_heads=2))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m.eval().requires_grad_(False)
+    return frozen_gpt()
 
 
 @pytest.fixture(scope="module")

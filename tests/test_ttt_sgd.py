@@ -11,32 +11,21 @@ import os
 import numpy as np
 import pytest
 import torch
+from tinymodels import frozen_gpt
 
 from golfeval.score import score_tokens
 from golfeval.ttt_sgd import SGDSettings, chunk_lr, chunk_plans, evaluate_sgd
 from golfpack.errors import GolfError
-from trainer.model import GPT, GPTConfig
 
 S = SGDSettings(chunk_tokens=448, seq_len=64, stride=16, train_batch=4, lr=0.05,
                 score_batch=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model():
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=512, num_layers=2, model_dim=32, num_heads=4,
-                      num_kv_heads=2))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m.eval().requires_grad_(False)
+    return frozen_gpt()
 
 
 def _stream(n=1500, seed=0):

@@ -1,0 +1,26 @@
+"""Tiny reference models for tests: every path live (the zero-initialised projections get
+noise too), seeded so that two calls build the same weights."""
+
+from __future__ import annotations
+
+import torch
+
+from trainer.model import GPT, GPTConfig
+
+TINY = dict(vocab_size=512, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2)
+
+
+def live_gpt(seed: int = 0, scale: float = 0.05, **overrides) -> tuple[GPT, GPTConfig]:
+    """A GPT with `TINY` (updated by `overrides`) whose weights all carry seeded noise."""
+    torch.manual_seed(seed)
+    cfg = GPTConfig(**{**TINY, **overrides})
+    m = GPT(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return m, cfg
+
+
+def frozen_gpt(seed: int = 0, **overrides) -> GPT:
+    """`live_gpt` in eval mode without gradients: what scoring and audits take."""
+    return live_gpt(seed, **overrides)[0].eval().requires_grad_(False)
