@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 
 import click
 
@@ -216,7 +215,7 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
     """Score a model in exact bits per byte on validation shards.
 
     Every target from the second token on is scored exactly once in sliding mode; the
-    same command runs on K ranks under `torchrun --nproc_per_node=K -m golfeval.score`.
+    same command runs on K ranks under `torchrun --nproc_per_node=K -m golfeval score`.
     Prints the challenge-style `final_..._exact val_loss:... val_bpb:...` line.
     """
     if ttt is None and any(v is not None for v in (ttt_rank, ttt_chunk, ttt_lr, ttt_epochs,
@@ -293,17 +292,3 @@ def bytes_cmd(tokenizer, docs, max_docs, show, as_json):
                        f"{d.normalized_bytes:,} ({d.table_bytes - d.normalized_bytes:+,})")
     if r.mismatches:
         raise CheckFailed(f"{len(r.mismatches)} document(s) where the tables miscount bytes")
-
-
-def main_entry() -> None:
-    """`python -m golfeval.score` / `torchrun -m golfeval.score`: the score command alone."""
-    try:
-        score.main(prog_name="golfeval.score", standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except GolfError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)

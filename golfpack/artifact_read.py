@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from golfpack import codecs
-from golfpack.artifact import (
+from golfpack.artifact_layout import (
     DIGEST,
     DTYPE_IDS,
     HEADER_CODECS,

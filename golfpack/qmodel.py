@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from golfpack import lowrank
 from golfpack.errors import GolfError
 from golfpack.quant import Scheme, as_rows, dequantize, format_scheme, parse_scheme, quantize
 from golfpack.scheme import family, resolve
@@ -96,9 +97,8 @@ RECONSTRUCT: dict[str, tuple[tuple[str, ...], Callable[[Entry], torch.Tensor]]] 
     "quant": (("codes", "scales"), _reconstruct_quant),
     "float": (("data",), _reconstruct_float),
     "raw": (("data",), _reconstruct_raw),
-    # -- issue 4 (golfpack.lqer): quant codes + a low-rank correction A·B --
-    "lqer": (("codes", "scales", "lr_a", "lr_as", "lr_b", "lr_bs"),
-             lambda e: __import__("golfpack.lqer", fromlist=["_"]).reconstruct_entry(e)),
+    # quant codes + a low-rank correction A·B (fitted by golfpack.lqer)
+    lowrank.KIND: (lowrank.PARTS, lowrank.reconstruct_entry),
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from golfpack import accounting, calib, checkpoint, fitpack, gptq, lqer, quant
+from golfpack import accounting, calib, checkpoint, fitpack, gptq, lowrank, lqer, quant
 from golfpack.artifact import encode_artifact, parse_artifact
 from golfpack.errors import ArtifactError, CheckFailed
 from golfpack.qmodel import QuantizedModel
@@ -99,11 +99,11 @@ def test_lqer_entry_round_trips_through_the_artifact(tiny):
     # Damaged factor tables give one ArtifactError, never another exception.
     entry.meta["rank"] = 99
     with pytest.raises(ArtifactError, match="rank"):
-        lqer.reconstruct_entry(entry)
+        lowrank.reconstruct_entry(entry)
     entry.meta["rank"] = 3
     entry.parts["lr_b"].data = entry.parts["lr_b"].data[:-1]
     with pytest.raises(ArtifactError, match="lr_b"):
-        lqer.reconstruct_entry(entry)
+        lowrank.reconstruct_entry(entry)
 
 
 def _write_shard(path, tokens):

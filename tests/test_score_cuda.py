@@ -97,7 +97,7 @@ def test_torchrun_cuda(model, tmp_path, tiny_shards, tiny_tokenizer, nproc):
             str(tiny_tokenizer), "--seq-len", "256", "--stride", "32", "--max-tokens", "20000",
             "--device", "cuda", "--json"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "golfeval.score", *args]
+           f"--nproc_per_node={nproc}", "-m", "golfeval", "score", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
