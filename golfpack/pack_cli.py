@@ -105,6 +105,12 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
         _print_report(report)
         print_fit(report)  # issue 4: the fit's allocation, predicted vs actual bytes
         click.echo(f"wrote {output}")
+    kept = report.get("kept_by_passthrough") or []
+    if kept:
+        click.echo(f"note: {len(kept)} tensor(s) named by --scheme (e.g. {kept[0]}) stay in "
+                   "float under the default passthrough (@control=fp32;@small=fp16); a spec "
+                   "with an @ rule of its own, e.g. '@control=fp32;*=int6', quantizes them",
+                   err=True)
     if report.get("over_budget"):
         click.echo(f"warning: over budget by {-report['headroom']:,} bytes (kept: --allow-over)",
                    err=True)

@@ -113,6 +113,23 @@ def resolve(spec: str | None, tensors: Mapping[str, tuple[str, int]]) -> dict[st
     return out
 
 
+def kept_by_passthrough(spec: str | None, tensors: Mapping[str, tuple[str, int]]) -> list[str]:
+    """Float tensors that a pattern rule of the user's names, but that the built-in
+    passthrough (in force because the spec has no `@` rule of its own) stores first: on a
+    small model `*=int6` leaves every matrix of <= 65,536 elements in fp16. Callers say so."""
+    rules = effective_rules(spec)
+    out = []
+    for name, (dtype, numel) in tensors.items():
+        if dtype not in FLOAT_DTYPES:
+            continue
+        first = next((r for r in rules if r.matches(name, numel)), None)
+        if first is not None and not first.user and first.pattern.startswith("@") and any(
+                r.user and not r.pattern.startswith("@") and r.matches(name, numel)
+                for r in rules):
+            out.append(name)
+    return out
+
+
 _LAYER_RE = re.compile(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)")
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from golfpack.compress import inspect_artifact
 from trainer.demo import check_summary, render, run_demo
 
 
@@ -22,6 +23,10 @@ def test_demo_quick_pipeline(tmp_path, monkeypatch):
     assert s["significance"]["welch_p"] is not None
     text = render(s)
     assert "FITS" in text and "sliding" in text
+    # the artifact stores the grid QAT trained for, not golfpack's fp16 small-tensor default
+    schemes = {t["name"]: t["scheme"] for t in inspect_artifact(s["files"]["artifact"])["tensors"]}
+    assert schemes["blocks.0.mlp.fc.weight"].startswith("int6")
+    assert schemes["tok_emb.weight"].startswith("int8")
 
 
 def test_demo_refuses_nonempty_out(tmp_path):

@@ -242,3 +242,14 @@ def test_apportion_sums_exactly():
     assert apportion(10, [1, 1, 1]) == [4, 3, 3]
     assert sum(apportion(12345, np.random.default_rng(0).random(17))) == 12345
     assert apportion(5, [0, 0]) == [3, 2]
+
+
+def test_compress_says_when_the_default_passthrough_keeps_named_tensors(ckpt, tmp_path):
+    r = run("compress", ckpt, "-o", tmp_path / "a.golf", "--scheme", "*=int6", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert "blocks.0.attn.c_q.weight" in rep["kept_by_passthrough"]
+    r = run("compress", ckpt, "-o", tmp_path / "b.golf", "--scheme", "*=int6")
+    assert "stay in float under the default passthrough" in r.stderr
+    r = run("compress", ckpt, "-o", tmp_path / "c.golf", "--scheme", SPEC, "--json")
+    assert json.loads(r.stdout)["kept_by_passthrough"] == []

@@ -73,3 +73,14 @@ def test_family_and_match_names():
     assert match_names("tok_emb", TENSORS) == ["tok_emb.weight"]
     assert match_names("*.mlp.*", TENSORS) == ["blocks.0.mlp.fc.weight",
                                               "blocks.10.mlp.proj.weight"]
+
+
+def test_rules_shadowed_by_the_default_passthrough_are_named():
+    from golfpack.scheme import kept_by_passthrough
+
+    # "*=int6" without an @ rule: the 4,096-element matrix stays fp16 (said, not silent)
+    assert kept_by_passthrough("*=int6", TENSORS) == [
+        "skip_weights", "blocks.0.attn_scale", "blocks.0.attn.q_gain", "small.weight"]
+    assert kept_by_passthrough("*.mlp.*=int5", TENSORS) == []  # nothing it names is shadowed
+    assert kept_by_passthrough("@control=fp32;*=int6", TENSORS) == []  # own @ rule: no defaults
+    assert kept_by_passthrough(None, TENSORS) == []

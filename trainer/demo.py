@@ -28,6 +28,11 @@ import click
 from golfpack.errors import CheckFailed, GolfError
 
 BUDGET = 16_000_000
+# What `qat=on export_scheme=int6` trains for (trainer.qat.expand_spec): the block matrices
+# on the int6 grid, whatever their size. Its own @ rule switches off golfpack's fp16
+# passthrough of small tensors, which would otherwise keep every matrix of the tiny model
+# in fp16; the embedding falls to golfpack's default (int8).
+QAT_GRID = "@control=fp32;*.attn.*=int6;*.mlp.*=int6"
 
 
 def _bin(name: str) -> str:
@@ -106,7 +111,7 @@ class Demo:
     def compress(self, run_dir: str, tok: str) -> str:
         art = os.path.join(self.out, "model.golf")
         rep = self.run([_bin("golfpack"), "compress", os.path.join(run_dir, "final.safetensors"),
-                        "-o", art, "--scheme", "*=int6:gptq-lite", "--tokenizer", tok,
+                        "-o", art, "--scheme", QAT_GRID, "--tokenizer", tok,
                         "--code", os.path.join(os.path.dirname(__file__), "model.py"),
                         "--code-mode", "minified", "--force", "--json"])
         self.figures["bytes"] = {k: rep.get(k) for k in
