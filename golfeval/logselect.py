@@ -89,7 +89,9 @@ def label_kind(label: str, extras: str = "") -> str:
         return "diagnostic"
     if "ttt" in low:
         return "ttt"
-    if "sliding" in low or "sliding" in extras.split() or _STRIDE.search(extras):
+    # final_temped: the sliding eval re-run at a tuned temperature (a sliding-rank score)
+    if "sliding" in low or "temped" in low or "sliding" in extras.split() \
+            or _STRIDE.search(extras):
         return "sliding"
     if "roundtrip" in low or low.removesuffix("_exact") == "quantized":
         return "flat"

@@ -139,6 +139,7 @@ class Verification:
     std: float | None
     mean_val_loss: float | None
     flags: list
+    counted: list = field(default_factory=list)  # the runs behind n / mean / std
 
     @property
     def ok(self) -> bool:
@@ -146,11 +147,13 @@ class Verification:
             f["severity"] == "error" for f in self.flags)
 
     def to_dict(self) -> dict:
+        counted = {id(r) for r in self.counted}
         return {"folder": self.folder, "name": self.name, "track": self.track,
                 "claim": self.claim, "claim_field": self.claim_field,
                 "classification": self.classification, "detail": self.detail,
                 "support": [r.name for r in self.support],
-                "runs": [r.to_dict(full=False) for r in self.runs], "n": self.n,
+                "runs": [dict(r.to_dict(full=False), counted=id(r) in counted)
+                         for r in self.runs], "n": self.n,
                 "mean": self.mean, "std": self.std, "mean_val_loss": self.mean_val_loss,
                 "flags": self.flags, "ok": self.ok}
 
@@ -197,7 +200,8 @@ def verify_record(rec: RecordFolder, claim: float | None = None) -> Verification
         r.log.val_loss is not None for r in done) else (None, None)
     flags.extend(_flags(rec, claim, match, primary, done))
     return Verification(rec.path, rec.name, rec.track, claim, claim_field, match.classification,
-                        match.detail, match.support, rec.runs, len(done), m, s, ml, flags)
+                        match.detail, match.support, rec.runs, len(done), m, s, ml, flags,
+                        done)
 
 
 def _flags(rec: RecordFolder, claim, match: Match, primary, done) -> list[dict]:

@@ -115,7 +115,7 @@ def test_format_string_and_indented_lines_never_count():
     ("quantized_sliding_window", "sliding"), ("legal_ttt", "ttt"), ("legal_ttt_exact", "ttt"),
     ("quantized_ttt", "ttt"), ("final_ttt_lora", "ttt"), ("final_int8_ttt_lora", "ttt"),
     ("quantized_ttt_lora", "ttt"), ("quantized_ttt_phased", "ttt"), ("ttt_sliding:done", "ttt"),
-    ("final_temped", "other"), ("pre-quantization post-ema", "diagnostic"),
+    ("final_temped", "sliding"), ("pre-quantization post-ema", "diagnostic"),
     ("DIAGNOSTIC post_ema", "diagnostic"), ("diagnostic pre-quantization post-ema", "diagnostic"),
     ("diagnostic quantized", "diagnostic"),
 ])
@@ -133,6 +133,13 @@ def test_sliding_marker_in_roundtrip_line_and_temperature_stride():
     assert (r.kind, r.val_bpb) == ("sliding", 1.1)
     r = one("final_temped val_loss:1.9 val_bpb:1.1 (stride=16, T=1.02)\n")
     assert r.kind == "sliding"
+
+
+def test_temperature_rerun_beside_sliding_is_ambiguous_not_guessed():
+    r = one("final_sliding val_loss:1.9000 val_bpb:1.2100 (stride=16, T=0.90)\n"
+            "final_temped val_loss:1.8900 val_bpb:1.2050 T=1.02\n")
+    assert r.status == "ambiguous" and r.val_bpb is None
+    assert {c["label"] for c in r.ambiguity[0]["candidates"]} == {"final_sliding", "final_temped"}
 
 
 def test_highest_ranked_kind_wins_and_exact_is_preferred():

@@ -199,6 +199,12 @@ def test_eval_only_rerun_replaces_the_original(tmp_path):
     assert primary[0].log.eval_only
     assert [r.superseded_by for r in rec.runs if r.name == "train_seed1.log"] == [
         "train_seed1_rerun.log"]
+    from golfeval.verify import verify_record
+
+    v = verify_record(rec, claim=1.19).to_dict()
+    assert v["n"] == 1 and len(v["runs"]) == 2  # every run listed, the replaced one not counted
+    assert {r["run"]: r["counted"] for r in v["runs"]} == {
+        "train_seed1.log": False, "train_seed1_rerun.log": True}
 
 
 def test_stray_log_above_record_folders_does_not_swallow_them(tmp_path):
