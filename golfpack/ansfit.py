@@ -23,7 +23,7 @@ MAX_CONTEXTS = 256
 K_GRID = (1, 4, 8, 12, 16, 24, 32, 48, 64)
 C_GRID = (2, 4, 8)
 ITERS = 4
-TABLE_SLOTS_FLOOR = 1 << 22  # decoder slot tables may hold max(this, 16 n) entries
+TABLE_SLOTS_FLOOR = 1 << 16  # decoder slot tables may hold 16 n + this many entries
 
 
 def prob_bits_for(n: int, bits: int) -> int:
@@ -36,9 +36,10 @@ def prob_bits_for(n: int, bits: int) -> int:
 
 
 def tables_fit(n_ctx: int, prob_bits: int, n: int) -> bool:
-    """The decoder builds (n_ctx + 1) * 2^P slot entries: keep that proportional to the
-    stream so a hostile header cannot make a tiny stream allocate a lot."""
-    return (n_ctx + 1) << prob_bits <= max(TABLE_SLOTS_FLOOR, 16 * n)
+    """The decoder builds (n_ctx + 1) * 2^P slot entries of 8 bytes: keep that within 128
+    bytes per declared code plus 512 KiB, so a hostile header cannot make a small or empty
+    stream allocate a lot (empty tables cost one payload byte each)."""
+    return (n_ctx + 1) << prob_bits <= 16 * n + TABLE_SLOTS_FLOOR
 
 
 @dataclass

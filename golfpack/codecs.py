@@ -7,7 +7,7 @@ allowed to produce more than that, so a hostile stream cannot balloon memory.
 
 `auto` picks the smallest candidate. Streams up to 128 KB try every candidate in full. For
 bigger ones `ans` (codes streams) is encoded exactly and each general codec x layout is
-estimated on a 128 KB sample; only candidates whose estimate comes within 1% of the best
+estimated on a 128 KB sample; only candidates whose estimate comes within 0.5% of the best
 run in full (brute-forcing brotli-11 on 27M codes alone costs about a minute).
 """
 
@@ -255,7 +255,7 @@ def encode_stream(content: bytes, kind: str, choice: str = "auto", width: int = 
 
 
 def _estimate(codec: str, transform: str, param: int, content: bytes, codes) -> float:
-    """Stored size of the whole stream extrapolated from a ~256 KB sample."""
+    """Stored size of the whole stream extrapolated from a 128 KB sample."""
     if transform == "bitpack":
         n = min(codes.size, SAMPLE_BYTES)
         sample = pack_bits(np.asarray(codes).ravel()[:n], param)

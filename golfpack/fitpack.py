@@ -195,10 +195,10 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
     t0 = time.perf_counter()
     for tc in setup.choices.values():
         tc.ratio = 1.0  # every budget starts from the same byte model (determinism)
-    enc = PlanEncoder(setup, config, codec, tokenizer, int(code.get("bytes", 0)), block)
+    enc = PlanEncoder(setup, config, codec, tokenizer, int(code["code_bytes"]), block)
     sd = setup.state_dict
     other_guess = sum(2.0 * t.numel() for n, t in sd.items() if n not in setup.choices) + \
-        code.get("bytes", 0) + 4096
+        code["code_bytes"] + 4096
     res = fit.fit_to_budget(setup.choices, budget, enc, other_guess, tol, log=log)
     data = res.encoded.blob
     entries = enc.entries_for(res.picks)

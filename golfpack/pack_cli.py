@@ -21,7 +21,7 @@ def _progress(enabled: bool, total: int | None = None, desc: str = ""):
         return None, None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)  # off without a TTY
 
     def step(name: str) -> None:
         bar.set_postfix_str(name[-40:], refresh=False)

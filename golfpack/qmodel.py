@@ -130,6 +130,9 @@ def reconstruct(e: Entry) -> torch.Tensor:
     return RECONSTRUCT[e.kind][1](e)
 
 
+FP16_MAX = 65504.0
+
+
 def quant_entry(name: str, w: torch.Tensor, scheme: Scheme) -> Entry:
     """One tensor -> Entry under `scheme` (int quantization or a passthrough)."""
     dt = dtype_name(w)
@@ -141,12 +144,19 @@ def quant_entry(name: str, w: torch.Tensor, scheme: Scheme) -> Entry:
             np.zeros(0, np.uint8)
         return Entry(name, shape, dt, "raw", "raw", {"data": Part(data, group=dt)},
                      stats={"rel_mse": 0.0})
+    if w.numel() and not bool(torch.isfinite(w).all()):
+        raise GolfError(f"tensor {name!r} holds NaN or inf: refusing to store it")
     if scheme.kind in ("fp16", "fp32"):
-        target = np.float16 if scheme.kind == "fp16" else np.float32
+        kind = scheme.kind
+        if kind == "fp16" and w.numel() and float(w.abs().max()) > FP16_MAX:
+            kind = "fp32"  # fp16 would turn these values into inf: keep them exactly instead
+        target = np.float16 if kind == "fp16" else np.float32
         data = w.float().reshape(-1).numpy().astype(target)
         back = torch.from_numpy(data.astype(np.float32))
-        return Entry(name, shape, dt, "float", scheme.kind, {"data": Part(data, group=scheme.kind)},
-                     stats={"rel_mse": _rel_mse(w, back.reshape(shape))})
+        stats = {"rel_mse": _rel_mse(w, back.reshape(shape))}
+        if kind != scheme.kind:
+            stats["fp16_overflow"] = True
+        return Entry(name, shape, dt, "float", kind, {"data": Part(data, group=kind)}, stats=stats)
     r = quantize(w, scheme)
     codes = r.codes.numpy()
     parts = {"codes": Part(codes, "codes", scheme.bits, group=fam),

@@ -146,6 +146,15 @@ def test_cli_fit(tiny, tmp_path):
     assert rep["fit"]["allocation"] and rep["fit"]["iterations"]
     r = CliRunner().invoke(main, args)  # never overwrites without --force
     assert r.exit_code == 2 and "exists" in r.stderr
+    # the fit counts the code: code + artifact land under the same budget
+    code = tmp_path / "train_gpt.py"
+    code.write_text("x = 1\n" * 1000)  # 6,000 bytes
+    out2 = tmp_path / "g.golf"
+    r = CliRunner().invoke(main, [*args[:3], str(out2), *args[4:], "--code", str(code)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["code_bytes"] == 6000 and rep["model_bytes"] == os.path.getsize(out2)
+    assert 0.995 * 40000 <= rep["total_bytes"] <= 40000
 
 
 def test_impossible_budget_is_a_check_failure(setup):

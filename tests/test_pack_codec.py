@@ -136,6 +136,32 @@ def test_ans_decode_rejects_corruption():
         ansmodel.decode(bytes(payload), layout.n)
 
 
+def _empty_stream_with_many_tables(K: int, C: int, pb: int) -> bytes:
+    """An ans payload declaring zero codes but K x C (empty) frequency tables."""
+    w = Writer()
+    for v in (1, 6, pb, 0):  # version, bits, prob_bits, flags
+        w.u8(v)
+    for v in (2, K, 0, 0, C, K, C):  # segments (K, 0) and (0, C): no codes; then K, C
+        w.varint(v)
+    for _ in range(K * C):
+        w.varint(0)  # an empty table costs one byte
+    for alphabet in (K, C):  # class maps exist only for more than one class
+        if alphabet > 1:
+            ent.encode_order0(np.arange(alphabet), alphabet, w, pb)
+    ent.write_block(w, np.array([65536], np.uint32), np.zeros(0, np.uint16))
+    return w.getvalue()
+
+
+def test_slot_tables_are_bounded_by_the_declared_codes():
+    """A few hundred bytes must not make the decoder build megabytes of slot tables."""
+    p = _empty_stream_with_many_tables(51, 5, 14)  # 255 tables x 2^14 slots, zero codes
+    assert len(p) < 400
+    with pytest.raises(ArtifactError, match="too many"):
+        ansmodel.decode(p, 0)
+    codes, layout, _, _ = ansmodel.decode(_empty_stream_with_many_tables(1, 1, 12), 0)
+    assert codes.size == 0 and layout.n == 0
+
+
 @pytest.mark.parametrize("codec", ["store", "zlib", "zstd", "lzma", "brotli"])
 def test_general_codecs_are_bounded(codec):
     data = bytes(range(256)) * 40

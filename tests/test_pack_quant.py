@@ -124,6 +124,19 @@ def test_one_d_empty_and_constant():
         quantize(torch.tensor([1.0, float("nan")]), scheme)
 
 
+def test_passthrough_never_stores_inf_or_nan():
+    from golfpack.qmodel import quantize_state_dict
+
+    q = quantize_state_dict({"a.w": torch.tensor([1e5, 1.0]), "b.w": torch.tensor([2.0, 1.0])})
+    e = {x.name: x for x in q}
+    assert e["a.w"].scheme == "fp32" and e["a.w"].stats["fp16_overflow"]  # fp16 would be inf
+    assert e["b.w"].scheme == "fp16" and "fp16_overflow" not in e["b.w"].stats
+    assert q.state_dict()["a.w"].tolist() == [1e5, 1.0]
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(GolfError, match="'c.w' holds NaN or inf"):
+            quantize_state_dict({"c.w": torch.tensor([bad, 1.0])})
+
+
 def test_huge_values_do_not_overflow():
     w = torch.tensor([[1e9, -1e9, 3.0]])
     r = quantize(w, parse_scheme("int8"))
