@@ -13,7 +13,6 @@ $(BIN)/python:
 # Torch first (a CPU build is on disk on the project's machines; GPU users override
 # TORCH_SPEC), then the project, so the resolver never pulls a second torch.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)

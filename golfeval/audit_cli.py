@@ -79,8 +79,9 @@ def deterministic_cuda() -> None:
               help="directory of fineweb_val_*.bin shards, or a glob")
 @click.option("--tokenizer", required=True, type=click.Path(dir_okay=False),
               help="sentencepiece .model (its byte tables count the random suffixes too)")
-@click.option("--mode", required=True, type=click.Choice(["flat", "sliding", "lora", "sgd"]),
-              help="evaluation mode to audit")
+@click.option("--mode", required=True,
+              help="evaluation mode to audit: flat, sliding, lora, sgd, or any mode registered "
+                   "with golfeval.audit.register")
 @click.option("--positions", default=8, show_default=True,
               help="cuts t to test (about half at document/chunk/block boundaries)")
 @click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True,
@@ -112,8 +113,12 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, posit
     each target is scored exactly once and that the bytes equal the tables' sum. Prints
     PASS or FAIL with the first violating position; exit 1 on FAIL.
     """
+    from golfeval.audit import MODES
     from golfeval.ttt import make_settings
 
+    if mode not in MODES:
+        raise click.BadParameter(f"{mode!r} is not one of {', '.join(sorted(MODES))}",
+                                 param_hint="--mode")
     if threads:
         import torch
 

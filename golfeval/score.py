@@ -10,7 +10,7 @@ summed on their own, and window sums are added with math.fsum (exactly rounded, 
 order does not matter). Ranks take contiguous slices of the plan and all-reduce float64
 sums at the end.
 
-Run as `torchrun --nproc_per_node=K -m golfeval score ...` for K ranks (the same options as
+Run as `torchrun --nproc_per_node=K -m golfeval.score ...` for K ranks (the same options as
 `golfeval score`).
 """
 
@@ -226,3 +226,12 @@ def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.
     return ScoreResult.from_sums(sums[0], int(sums[1]), int(sums[2]),
                                  time.perf_counter() - t0, per_token_nats=nats_out,
                                  windows=int(sums[3]), n_targets=plan.n_targets, ranks=ranks)
+
+
+if __name__ == "__main__":  # `torchrun --nproc_per_node=K -m golfeval.score ...`
+    # = `golfeval score ...`; dispatched by name so the library never imports its CLI
+    import runpy
+    import sys
+
+    sys.argv[1:1] = ["score"]
+    runpy.run_module("golfeval", run_name="__main__", alter_sys=True)

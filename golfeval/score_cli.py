@@ -215,7 +215,7 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
     """Score a model in exact bits per byte on validation shards.
 
     Every target from the second token on is scored exactly once in sliding mode; the
-    same command runs on K ranks under `torchrun --nproc_per_node=K -m golfeval score`.
+    same command runs on K ranks under `torchrun --nproc_per_node=K -m golfeval.score`.
     Prints the challenge-style `final_..._exact val_loss:... val_bpb:...` line.
     """
     if ttt is None and any(v is not None for v in (ttt_rank, ttt_chunk, ttt_lr, ttt_epochs,

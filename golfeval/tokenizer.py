@@ -55,7 +55,7 @@ def train(texts, model_prefix, vocab_size: int = 1024, input_sentence_size: int 
         normalization_rule_name="nmt_nfkc",
         add_dummy_prefix=False,
         pad_id=0, bos_id=1, eos_id=2, unk_id=3,
-        character_coverage=0.9995,
+        character_coverage=0.999,
         input_sentence_size=input_sentence_size,
         shuffle_input_sentence=True,
         hard_vocab_limit=False,

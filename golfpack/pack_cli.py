@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from golfpack.accounting import CODE_MODES, DEFAULT_BUDGET
 from golfpack.clikit import emit_json
 from golfpack.codecs import CHOICES
+from golfpack.errors import GolfError
 from golfpack.fit_cli import hessian_options, hessian_requested, print_fit  # issue 4
 from golfpack.scheme import DEFAULT_SPEC
 
@@ -120,9 +123,10 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @_code_options
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write a PNG of bytes per tensor stacked up to the cap.")
+              help="Write a PNG of bytes per tensor family stacked up to the cap.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect_cmd(artifact, code_files, code_mode, budget, plot, as_json):
+def inspect_cmd(artifact, code_files, code_mode, budget, plot, force, as_json):
     """Account an artifact from the file alone: header, streams, bytes and bits per tensor.
 
     Every stream's checksum is verified and ans streams are decoded for exact per-tensor
@@ -134,11 +138,13 @@ def inspect_cmd(artifact, code_files, code_mode, budget, plot, as_json):
         from golfpack.clikit import refuse_same_file
 
         refuse_same_file(artifact, plot)
+        if os.path.exists(plot) and not force:
+            raise GolfError(f"{plot} exists; pass --force to overwrite it")
     report = inspect_artifact(artifact, code_files, code_mode, budget)
     if plot:
         from golfpack.pack_plot import plot_report
 
-        plot_report(report, plot)
+        plot_report(report, plot, force=force)
         report["plot"] = plot
     if as_json:
         emit_json(report)

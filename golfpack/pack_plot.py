@@ -5,7 +5,7 @@ from __future__ import annotations
 from golfpack.scheme import family
 
 
-def plot_report(report: dict, path) -> None:
+def plot_report(report: dict, path, force: bool = False) -> None:
     """Two panels: a stacked bar of bytes by tensor family (+ header + code) up to the
     budget line, and bits per parameter for every tensor."""
     try:
@@ -55,4 +55,4 @@ def plot_report(report: dict, path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue(), force=True)
+    atomic_write_bytes(path, buf.getvalue(), force=force)

@@ -161,6 +161,10 @@ def test_inspect_plot_and_bench(ckpt, tmp_path):
     png = tmp_path / "bytes.png"
     r = run("inspect", out, "--plot", png)
     assert r.exit_code == 0 and png.stat().st_size > 1000
+    before = png.read_bytes()
+    r = run("inspect", out, "--plot", png)  # an existing plot needs --force
+    assert r.exit_code == 2 and "--force" in r.stderr and png.read_bytes() == before
+    assert run("inspect", out, "--plot", png, "--force").exit_code == 0
     r = run("bench", ckpt, "--scheme", SPEC, "--json")
     assert r.exit_code == 0, r.output
     b = json.loads(r.output)

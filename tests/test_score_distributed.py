@@ -1,4 +1,4 @@
-"""Two gloo ranks under torchrun (`-m golfeval score`) give the single-process result."""
+"""Two gloo ranks under torchrun (`-m golfeval.score`) give the single-process result."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_two_gloo_ranks_equal_one(ckpt, tiny_shards, tiny_tokenizer, tmp_path):
             "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "golfeval", "score", *args]
+           "-m", "golfeval.score", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads(proc.stdout)
