@@ -155,6 +155,7 @@ class Demo:
                 named = os.path.join(os.path.dirname(d), f"train_seed{seed}.log")
                 shutil.copyfile(os.path.join(d, "train.log"), named)
                 logs[name].append(named)
+            self.files[f"seed runs {name} (lr {lr})"] = os.path.join(self.out, f"seeds_{name}")
         sota = [arg for path in logs["B"] for arg in ("--sota", path)]
         sig = self.run([_bin("golfeval"), "significance", *logs["A"], *sota,
                         "--rule", "frontier", "--plot",
@@ -208,7 +209,7 @@ def render(s: dict) -> str:
         lines.append(f"           verdicts: {verdicts}")
     lines.append("files:")
     for k, v in s["files"].items():
-        lines.append(f"  {k:<18} {v}")
+        lines.append(f"  {k:<24} {v}")
     lines.append(f"done in {s['seconds']:.0f} s")
     return "\n".join(lines)
 
