@@ -169,17 +169,22 @@ class AuditReport:
 
 
 def choose_cuts(n_tokens: int, boundaries: Iterable[int], k: int,
-                rng: np.random.Generator) -> list[tuple[int, str]]:
+                rng: np.random.Generator, documents: Iterable[int] = ()) -> list[tuple[int, str]]:
     """k cuts t in [1, n_tokens-2]: about half at boundaries b (t = b-1, b or b+1: the last
     token before, the first of, or the second of a new document/chunk/block), the rest
-    uniform. Sorted, distinct."""
+    uniform. Whenever the stream holds a document start (BOS) after its first token, at
+    least one cut sits at one, whatever the mode's own boundaries. Sorted, distinct."""
     lo, hi = 1, n_tokens - 2
     if hi < lo or k < 1:
         return []
-    near = sorted({t for b in boundaries for t in (int(b) - 1, int(b), int(b) + 1)
-                   if lo <= t <= hi})
     chosen: dict[int, str] = {}
-    n_near = min(len(near), (k + 1) // 2)
+    docs = sorted(int(b) for b in documents if 2 <= int(b) <= hi)
+    if docs:  # a document start in the middle of the stream, cut at b-1, b or b+1
+        b = docs[len(docs) // 2]
+        chosen[min(hi, b - 1 + int(rng.integers(0, 3)))] = "document"
+    near = sorted({t for b in boundaries for t in (int(b) - 1, int(b), int(b) + 1)
+                   if lo <= t <= hi} - set(chosen))
+    n_near = min(len(near), (k + 1) // 2, k - len(chosen))
     if n_near:
         # spread over the stream: the first boundary, then evenly spaced picks
         picks = np.unique(np.linspace(0, len(near) - 1, n_near).round().astype(int))
@@ -235,9 +240,10 @@ def compare(base: np.ndarray, other: np.ndarray, cut: int, atol: float) -> CutRe
 
 def run_audit(mode: AuditMode, tokens: np.ndarray, target_bytes_fn: Callable, vocab_size: int,
               positions: int = 8, seed: int = 0, atol: float = 0.0,
-              on_cut: Callable | None = None) -> AuditReport:
+              on_cut: Callable | None = None, bos_id: int = 1) -> AuditReport:
     """Evaluate `tokens` and `positions` randomised-suffix copies; see the module doc.
-    `target_bytes_fn(tokens)` gives the byte tables' int64 bytes per target."""
+    `target_bytes_fn(tokens)` gives the byte tables' int64 bytes per target; `bos_id`
+    marks the document starts, one of which is always cut."""
     t0 = time.perf_counter()
     tokens = np.asarray(tokens).astype(np.int64)
     if tokens.size < 3:
@@ -251,7 +257,9 @@ def run_audit(mode: AuditMode, tokens: np.ndarray, target_bytes_fn: Callable, vo
     if base.per_token_nats is None:
         report.seconds = time.perf_counter() - t0
         return report
-    for cut, source in choose_cuts(tokens.size, mode.boundaries(tokens), positions, rng):
+    doc_starts = np.flatnonzero(tokens == bos_id)
+    for cut, source in choose_cuts(tokens.size, mode.boundaries(tokens), positions, rng,
+                                   documents=doc_starts):
         copy = tokens.copy()
         copy[cut + 1:] = rng.integers(0, vocab_size, copy.size - cut - 1)
         copy_tb = np.asarray(target_bytes_fn(copy), dtype=np.int64)

@@ -57,7 +57,8 @@ def test_every_mode_is_causal_bit_for_bit(model, tables, stream, name):
     mode = build_mode(name, model, AuditConfig(seq_len=64, stride=16, batch=3, ttt=ttt))
     report = run_audit(mode, stream, tables.target_bytes, tables.vocab_size, positions=5)
     assert report.passed, report.to_dict()
-    assert len(report.cuts) == 5 and {c.source for c in report.cuts} == {"boundary", "random"}
+    assert len(report.cuts) == 5
+    assert {c.source for c in report.cuts} == {"boundary", "document", "random"}
     assert all(c.max_abs_diff == 0 for c in report.cuts)
     expect = (stream.size - 1) // 64 * 64 if name == "flat" else stream.size - 1
     assert report.scored == expect
@@ -148,7 +149,7 @@ def test_plug_in_modes_by_name(tables, stream):
                          tables.target_bytes, tables.vocab_size, positions=3)
         bad = run_audit(build_mode("unigram-peek", None, AuditConfig()), short,
                         tables.target_bytes, tables.vocab_size, positions=3)
-        assert good.passed and not bad.passed and bad.first_violation == 1
+        assert good.passed and not bad.passed and 1 <= bad.first_violation <= 3  # at once
     finally:
         del MODES["unigram"], MODES["unigram-peek"]
     with pytest.raises(GolfError, match="unknown audit mode"):
@@ -187,5 +188,9 @@ def test_cut_choice():
     assert all(1 <= c <= 998 for c in pos)
     assert sum(s == "boundary" for _, s in cuts) == 3
     assert {99, 100, 101} & set(pos) or {499, 500, 501} & set(pos)
+    # a document start inside the stream is always cut, whatever the mode's boundaries
+    cuts = choose_cuts(1000, range(64, 1000, 64), 4, rng, documents=[0, 700])
+    assert [s for _, s in cuts].count("document") == 1
+    assert {699, 700, 701} & {c for c, s in cuts if s == "document"}
     assert choose_cuts(2, [], 4, rng) == []
     assert len(choose_cuts(5, [], 10, rng)) == 3  # only 1..3 exist

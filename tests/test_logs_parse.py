@@ -115,7 +115,8 @@ def test_format_string_and_indented_lines_never_count():
     ("quantized_sliding_window", "sliding"), ("legal_ttt", "ttt"), ("legal_ttt_exact", "ttt"),
     ("quantized_ttt", "ttt"), ("final_ttt_lora", "ttt"), ("final_int8_ttt_lora", "ttt"),
     ("quantized_ttt_lora", "ttt"), ("quantized_ttt_phased", "ttt"), ("ttt_sliding:done", "ttt"),
-    ("final_temped", "sliding"), ("final_flat_exact", "flat"), ("pre-quantization post-ema", "diagnostic"),
+    ("final_temped", "sliding"), ("final_flat_exact", "flat"),
+    ("pre-quantization post-ema", "diagnostic"),
     ("DIAGNOSTIC post_ema", "diagnostic"), ("diagnostic pre-quantization post-ema", "diagnostic"),
     ("diagnostic quantized", "diagnostic"),
 ])
