@@ -17,7 +17,7 @@ def test_demo_quick_pipeline(tmp_path, monkeypatch):
     check_summary(s)
     assert s["fits"] and 0 < s["bytes"]["total_bytes"] <= 16_000_000
     assert s["bytes"]["total_bytes"] == s["bytes"]["model_bytes"] + s["bytes"]["code_bytes"]
-    for mode in ("flat", "sliding", "lora_ttt"):
+    for mode in ("flat", "sliding", "lora_ttt", "sgd_ttt"):
         assert math.isfinite(s["bpb"][mode]["val_bpb"])
     assert s["bpb"]["sliding"]["val_bpb"] <= s["bpb"]["flat"]["val_bpb"]
     assert s["significance"]["welch_p"] is not None

@@ -2,7 +2,7 @@
 
 Every step runs the same command a user would type (printed before it runs), so the demo is
 also a worked example: build a tokenizer and shards, train the tiny config with QAT, compress,
-score flat / sliding / with test-time training, train two short configurations x 3 seeds and
+score flat / sliding / with LoRA and SGD test-time training, train two short configurations x 3 seeds and
 test the difference for significance, then print one summary table.
 
     python -m trainer.demo [--out DIR] [--quick] [--force] [--json]
@@ -128,7 +128,10 @@ class Demo:
             base += ["--max-tokens", "8192"]
         modes = {"flat": ["--mode", "flat"], "sliding": ["--mode", "sliding", "--stride", "32"],
                  "lora_ttt": ["--mode", "sliding", "--stride", "32", "--ttt", "lora",
-                              "--ttt-chunk", "64"]}
+                              "--ttt-chunk", "64"],
+                 "sgd_ttt": ["--mode", "sliding", "--stride", "32", "--ttt", "sgd",
+                             "--ttt-chunk", "2048" if self.quick else "8192",
+                             "--ttt-epochs", "1"]}
         self.figures["bpb"] = {}
         for name, extra in modes.items():
             res = self.run(base + extra)
