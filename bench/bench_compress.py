@@ -163,10 +163,14 @@ def main():
                           for s in report["streams"]},
     }
     c = result["codes"]
-    print(f"codes: {c['n']:,}; order-0 {c['order0_bytes']:,} B; ans {c['ans_bytes']:,} "
-          f"({c['ans_vs_order0']:.4f}x); brotli-11 {c['brotli11_bytes']:,} "
-          f"({c['brotli11_vs_order0']:.4f}x); zstd-22 {c['zstd22_bytes']:,} "
-          f"({c['zstd22_vs_order0']:.4f}x)")
+    print(f"\nthe {c['n']:,} integer codes through each coder")
+    print(f"{'coder':<16}{'bytes':>14}{'x order-0':>11}{'seconds':>9}")
+    rows = [("order-0 entropy", c["order0_bytes"], None), ("ans", c["ans_bytes"],
+            c["ans_seconds"]), ("brotli-11", c["brotli11_bytes"], c["brotli11_seconds"]),
+            ("zstd-22", c["zstd22_bytes"], c["zstd22_seconds"])]
+    for name, nbytes, secs in rows:
+        sec = "" if secs is None else f"{secs:.1f}"
+        print(f"{name:<16}{nbytes:>14,.0f}{nbytes / c['order0_bytes']:>11.4f}{sec:>9}")
     print(f"ans / brotli-11 = {c['ans_vs_brotli11']:.4f}; artifact / best records recipe = "
           f"{result['artifact_vs_best_records']:.4f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

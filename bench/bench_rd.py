@@ -79,7 +79,14 @@ def main():
     ap.add_argument("--val-docs", default=str(SHARED / "fineweb_val_200docs.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "rd.json"))
     ap.add_argument("--plot", help="write a bpb-gap-vs-bytes PNG here")
+    ap.add_argument("--replot", metavar="JSON",
+                    help="run nothing: redraw --plot from an earlier results file")
     args = ap.parse_args()
+    if args.replot:
+        done = json.loads(Path(args.replot).read_text())
+        plot(done["points"], args.plot or str(Path(args.replot).with_suffix(".png")),
+             done["model"])
+        return
     torch.set_num_threads(args.threads)
 
     from golfpack import calib, fitpack, gptq
@@ -211,20 +218,38 @@ def plot(results, path, info):
     names = {"a": "(a) intN amax + zstd-22", "b": "(b) intN gptq-lite", "c": "(c) intN full GPTQ",
              "d": "(d) --fit (family Δloss)", "d_hessian": "(d') --fit (Hessian sum)",
              "r": "records' mix (emb int8)"}
+    floor = 1e-5  # log axis: gaps at or below it (noise around zero) are drawn on it, hollow
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    clipped = False
     for key, label in names.items():
         pts = sorted(results[key], key=lambda r: r["bytes"])
         if pts:
-            ax.plot([p["bytes"] / 1e6 for p in pts], [max(p["gap"], 1e-5) for p in pts],
-                    "o-" if len(pts) > 1 else "s", label=label)
+            xs = [p["bytes"] / 1e6 for p in pts]
+            line, = ax.plot(xs, [max(p["gap"], floor) for p in pts],
+                            "o-" if len(pts) > 1 else "s", label=label)
+            low = [x for x, p in zip(xs, pts, strict=True) if p["gap"] <= floor]
+            if low:
+                clipped = True
+                ax.plot(low, [floor] * len(low), "o", ms=11, mfc="none", color=line.get_color())
     ax.set_yscale("log")
-    ax.set_xlabel("artifact bytes (MB)")
+    ax.set_xlabel("artifact bytes (MB, decimal)")
     ax.set_ylabel("bpb gap (round trip − pre-quant)")
-    ax.set_title(f"Rate–distortion, {info.get('params', 0) / 1e6:.1f}M-param model")
+    top = max(p["bytes"] for pts in results.values() for p in pts)
+    cap = "" if top >= 8e6 else "; the 16,000,000-byte cap is far off-scale"
+    if top >= 8e6:
+        ax.axvline(16.0, color="red", ls="--", lw=1, label="16,000,000-byte cap")
+    ax.set_title(f"Rate–distortion, {info.get('params', 0) / 1e6:.2f}M-param model{cap}",
+                 fontsize=10)
+    if clipped:
+        ax.text(0.01, 0.02, f"hollow rings: gap ≤ {floor:g} (noise around zero), drawn at "
+                f"{floor:g}", transform=ax.transAxes, fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = Path(str(path) + ".tmp")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    tmp.replace(path)  # atomic: a reader never sees half a PNG
 
 
 if __name__ == "__main__":
