@@ -2,8 +2,8 @@
 
 Every step runs the same command a user would type (printed before it runs), so the demo is
 also a worked example: build a tokenizer and shards, train the tiny config with QAT, compress,
-score flat / sliding / with LoRA and SGD test-time training, train two short configurations x 3 seeds and
-test the difference for significance, then print one summary table.
+score flat / sliding / with LoRA and SGD test-time training, train two short configurations
+x 3 seeds and test the difference for significance, then print one summary table.
 
     python -m trainer.demo [--out DIR] [--quick] [--force] [--json]
 
