@@ -249,9 +249,11 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
     click.echo(f"plan    {report['mode']}, seq_len {report['seq_len']}{stride_txt}{iso}: "
                f"{report['windows']:,} windows, batch {report['batch']}, "
                f"{report['ranks']} rank(s) on {report['device']}")
+    # with --ttt, `seconds` and the rate are the TTT pass's; this line is the plain pass
+    plain_s = report.get("pre_ttt_seconds", report["seconds"])
     click.echo(f"scored  {report['scored_tokens']:,} of {report['targets']:,} targets, "
-               f"{report['bytes']:,} bytes in {report['seconds']:.1f} s "
-               f"({report['tokens_per_second']:,.0f} tokens/s)")
+               f"{report['bytes']:,} bytes in {plain_s:.1f} s "
+               f"({report['scored_tokens'] / max(plain_s, 1e-9):,.0f} tokens/s)")
     if "ttt" in report:
         click.echo(f"ttt     {report['ttt']['kind']}: pre-TTT val_bpb "
                    f"{report['pre_ttt_bpb']:.8f} -> {report['val_bpb']:.8f} "
