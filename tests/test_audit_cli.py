@@ -7,22 +7,18 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from tinymodels import live_gpt
+from tinymodels import saved_gpt
 
 from golfeval import audit
 from golfeval.cli import main
 from golfeval.ttt_lora import evaluate_lora
-from golfpack.checkpoint import save
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    m, cfg = live_gpt()
-    path = tmp_path_factory.mktemp("ck") / "tiny.safetensors"
-    save(path, m.state_dict(), cfg.to_dict())
-    return path
+    return saved_gpt(tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 def _run(checkpoint, tiny_shards, tiny_tokenizer, *args):

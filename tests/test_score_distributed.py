@@ -11,18 +11,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tinymodels import live_gpt
+from tinymodels import saved_gpt
 
 from golfeval.score_cli import evaluate
-from golfpack.checkpoint import save
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    m, cfg = live_gpt(1, model_dim=64)
-    path = tmp_path_factory.mktemp("dist") / "tiny.safetensors"
-    save(path, m.state_dict(), cfg.to_dict())
-    return path
+    return saved_gpt(tmp_path_factory.mktemp("dist") / "tiny.safetensors", 1, model_dim=64)
 
 
 def test_two_gloo_ranks_equal_one(ckpt, tiny_shards, tiny_tokenizer, tmp_path):

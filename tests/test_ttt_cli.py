@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tinymodels import frozen_gpt
+from tinymodels import frozen_gpt, saved_gpt
 
 from golfeval.cli import main
 from golfeval.ttt import eager, make_settings, run_ttt
 from golfeval.ttt_lora import LoraSettings
 from golfeval.ttt_sgd import SGDSettings
-from golfpack.checkpoint import save
 from golfpack.errors import GolfError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,10 +25,7 @@ def _model():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    m = _model()
-    path = tmp_path_factory.mktemp("ck") / "tiny.safetensors"
-    save(path, m.state_dict(), m.config.to_dict())
-    return path
+    return saved_gpt(tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 def _score(checkpoint, tiny_shards, tiny_tokenizer, *args):

@@ -24,3 +24,12 @@ def live_gpt(seed: int = 0, scale: float = 0.05, **overrides) -> tuple[GPT, GPTC
 def frozen_gpt(seed: int = 0, **overrides) -> GPT:
     """`live_gpt` in eval mode without gradients: what scoring and audits take."""
     return live_gpt(seed, **overrides)[0].eval().requires_grad_(False)
+
+
+def saved_gpt(path, seed: int = 0, **overrides):
+    """`live_gpt` written as a safe checkpoint (weights + config) at `path`; returns `path`."""
+    from golfpack.checkpoint import save
+
+    m, cfg = live_gpt(seed, **overrides)
+    save(path, m.state_dict(), cfg.to_dict())
+    return path
