@@ -57,9 +57,14 @@ def register(name: str):
     return wrap
 
 
-def build_mode(name: str, model, config: AuditConfig) -> AuditMode:
+def check_mode(name: str) -> None:
+    """Refuse a mode nobody registered (callers check before loading a model)."""
     if name not in MODES:
         raise GolfError(f"unknown audit mode {name!r} (one of {', '.join(sorted(MODES))})")
+
+
+def build_mode(name: str, model, config: AuditConfig) -> AuditMode:
+    check_mode(name)
     return MODES[name](model, config)
 
 

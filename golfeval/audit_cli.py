@@ -114,12 +114,10 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, posit
     each target is scored exactly once and that the bytes equal the tables' sum. Prints
     PASS or FAIL with the first violating position; exit 1 on FAIL.
     """
-    from golfeval.audit import MODES
+    from golfeval.audit import check_mode
     from golfeval.ttt import make_settings
 
-    if mode not in MODES:
-        raise click.BadParameter(f"{mode!r} is not one of {', '.join(sorted(MODES))}",
-                                 param_hint="--mode")
+    check_mode(mode)
     if threads:
         import torch
 

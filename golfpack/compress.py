@@ -17,7 +17,7 @@ import numpy as np
 from golfpack.accounting import DEFAULT_BUDGET, check_budget, code_bytes, with_budget
 from golfpack.artifact import encode_artifact, load_artifact
 from golfpack.errors import CheckFailed, GolfError
-from golfpack.qmodel import QuantizedModel, quantize_state_dict
+from golfpack.qmodel import QuantizedModel, dtype_name, quantize_state_dict
 from golfpack.scheme import kept_by_passthrough
 
 Progress = Callable[[str], None] | None
@@ -39,8 +39,7 @@ def compress_state_dict(state_dict, config: dict, scheme_spec: str | None = None
     report = with_budget(report, code, budget)
     report["scheme_spec"] = scheme_spec
     # matrices only: vectors and control tensors in float are what everyone expects
-    matrices = {n: (str(t.dtype).removeprefix("torch."), int(t.numel()))
-                for n, t in state_dict.items() if t.ndim >= 2}
+    matrices = {n: (dtype_name(t), int(t.numel())) for n, t in state_dict.items() if t.ndim >= 2}
     report["kept_by_passthrough"] = kept_by_passthrough(scheme_spec, matrices)
     report["seconds"] = {"quantize": round(t1 - t0, 3), "encode": round(t2 - t1, 3)}
     return data, report

@@ -28,11 +28,7 @@ import click
 from golfpack.errors import CheckFailed, GolfError
 
 BUDGET = 16_000_000
-# What `qat=on export_scheme=int6` trains for (trainer.qat.expand_spec): the block matrices
-# on the int6 grid, whatever their size. Its own @ rule switches off golfpack's fp16
-# passthrough of small tensors, which would otherwise keep every matrix of the tiny model
-# in fp16; the embedding falls to golfpack's default (int8).
-QAT_GRID = "@control=fp32;*.attn.*=int6;*.mlp.*=int6"
+EXPORT = "int6"  # the main run trains with QAT for this grid and is compressed on it
 
 
 def _bin(name: str) -> str:
@@ -94,7 +90,7 @@ class Demo:
         run_dir = os.path.join(self.out, "run_main")
         steps = 120 if self.quick else 400
         sets = [f"iterations={steps}", f"warmdown_iters={steps // 4}", "qat=on",
-                "export_scheme=int6", f"val_loss_every={steps // 2}",
+                f"export_scheme={EXPORT}", f"val_loss_every={steps // 2}",
                 f"checkpoint_every={steps // 2}", "train_log_every=50",
                 "val_max_tokens=16384", "final_sliding=false", "compile=false",
                 "device=cpu"]
@@ -109,9 +105,13 @@ class Demo:
         return run_dir
 
     def compress(self, run_dir: str, tok: str) -> str:
+        # the spec QAT trained for: its own @ rule switches off golfpack's fp16 passthrough
+        # of small tensors, which would otherwise keep every matrix of the tiny model in fp16
+        from trainer.qat import expand_spec
+
         art = os.path.join(self.out, "model.golf")
         rep = self.run([_bin("golfpack"), "compress", os.path.join(run_dir, "final.safetensors"),
-                        "-o", art, "--scheme", QAT_GRID, "--tokenizer", tok,
+                        "-o", art, "--scheme", expand_spec(EXPORT), "--tokenizer", tok,
                         "--code", os.path.join(os.path.dirname(__file__), "model.py"),
                         "--code-mode", "minified", "--force", "--json"])
         self.figures["bytes"] = {k: rep.get(k) for k in
