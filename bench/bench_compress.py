@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "compress.json"))
     ap.add_argument("--label", help="machine description to record (default: this sandbox)")
+    ap.add_argument("--note", help="how the checkpoint was made, recorded with the figures")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import brotli
@@ -130,6 +131,7 @@ def main():
         "machine": args.label or f"{platform.machine()} CPU, {args.threads} torch threads "
                                  f"({os.cpu_count()}-core CPU sandbox, shared)",
         "source": source,
+        "note": args.note,
         "config": dict(cfg),
         "params": params,
         "scheme_spec": args.scheme,

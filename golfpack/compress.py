@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from golfpack.accounting import DEFAULT_BUDGET, check_budget, code_bytes, with_budget
+from golfpack.ansfit import Layout
 from golfpack.artifact import encode_artifact, load_artifact
 from golfpack.errors import CheckFailed, GolfError
 from golfpack.qmodel import QuantizedModel, dtype_name, quantize_state_dict
@@ -112,12 +113,9 @@ def order0_bytes(codes: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / n)).sum() / 8) if n else 0.0
 
 
-def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib"),
-                 progress: Progress = None) -> dict:
-    """Every quantized code stream through every codec, side by side with its order-0
-    entropy: {"streams": [...], "totals": {codec: {bytes, bits_per_weight, seconds}}}."""
-    from golfpack.ansmodel import Layout
-    from golfpack.codecs import compress_general
+def code_streams(qmodel: QuantizedModel) -> dict[str, tuple[np.ndarray, Layout, int]]:
+    """The quantized codes grouped as the artifact groups them (one stream per tensor
+    family and bit width): {name: (flat int8 codes, Layout, bits)}."""
     from golfpack.scheme import family
 
     groups: dict[str, list] = {}
@@ -125,14 +123,28 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
         if e.kind == "quant":
             p = e.parts["codes"]
             groups.setdefault(f"codes:{family(e.name)}:int{p.bits}", []).append(p)
+    out = {}
+    for name, parts in groups.items():
+        codes = np.concatenate([np.asarray(p.data).ravel() for p in parts])
+        layout = Layout([(p.data.shape[0], p.data.shape[1]) if p.data.ndim == 2
+                         else (1, p.data.size) for p in parts])
+        out[name] = (codes, layout, parts[0].bits)
+    return out
+
+
+def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib"),
+                 progress: Progress = None) -> dict:
+    """Every quantized code stream through every codec, side by side with its order-0
+    entropy: {"streams": [...], "totals": {codec: {bytes, bits_per_weight, seconds}}}."""
+    from golfpack.codecs import compress_general
+
     rows = []
     totals = {c: {"bytes": 0, "seconds": 0.0} for c in codecs_to_run}
     totals["order0"] = {"bytes": 0.0, "seconds": 0.0}
     n_total = 0
-    for name, parts in groups.items():
+    for name, (codes, layout, bits) in code_streams(qmodel).items():
         if progress:
             progress(name)
-        codes = np.concatenate([np.asarray(p.data).ravel() for p in parts])
         content = codes.tobytes()
         row = {"name": name, "codes": int(codes.size), "order0_bytes": order0_bytes(codes)}
         for c in codecs_to_run:
@@ -140,9 +152,7 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
             if c == "ans":
                 from golfpack import ansmodel
 
-                layout = Layout([(p.data.shape[0], p.data.shape[1]) if p.data.ndim == 2
-                                 else (1, p.data.size) for p in parts])
-                size = len(ansmodel.encode(codes, layout, parts[0].bits)[0])
+                size = len(ansmodel.encode(codes, layout, bits)[0])
             else:
                 size = len(compress_general(c, content))
             dt = time.perf_counter() - t

@@ -175,6 +175,23 @@ def test_inspect_plot_and_bench(ckpt, tmp_path):
     assert r.exit_code == 0 and "order0" in r.output
 
 
+def test_code_streams_are_the_artifacts_streams():
+    """bench and the headroom benchmark group codes exactly as the artifact stores them."""
+    from golfpack.artifact import encode_artifact
+    from golfpack.compress import code_streams
+    from golfpack.qmodel import quantize_state_dict
+
+    qm = quantize_state_dict(_state(), SPEC)
+    streams = code_streams(qm)
+    _, report = encode_artifact(qm, {"model_dim": 32}, "auto")
+    assert set(streams) == {s["name"] for s in report["streams"] if s["name"].startswith("codes:")}
+    codes, layout, bits = streams["codes:blocks.*.attn.c_q.weight:int6"]
+    assert bits == 6 and layout.shapes == [(32, 32), (32, 32)] and codes.size == layout.n
+    by_name = {e.name: e for e in qm.entries}
+    np.testing.assert_array_equal(
+        codes[:1024], np.asarray(by_name["blocks.0.attn.c_q.weight"].parts["codes"].data).ravel())
+
+
 def test_tokenizer_identity_in_header(ckpt, tmp_path, shared_data):
     import hashlib
 
