@@ -162,3 +162,23 @@ def test_optimizer_state_round_trips_through_checkpoint(tmp_path):
         fh.truncate(100)
     path, _, body, skipped = ckpt.latest_state(tmp_path)
     assert body["step"] == 6 and len(skipped) == 1 and "step_0000007" in skipped[0]
+
+
+def test_ema_warmup_sheds_the_initialisation():
+    """A constant-decay EMA keeps d^t of the init (0.997^120 = 70% after a 120-step run);
+    with warmup the init's share is gone and the decay reaches d at t = (10d - 1)/(1 - d)."""
+    from trainer.ema import EMA
+
+    model = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    plain, warm = EMA(model, 0.997, warmup=False), EMA(model, 0.997)
+    with torch.no_grad():
+        model.weight.zero_()  # every later weight is 0: the shadow is the init's share
+    for t in range(120):
+        plain.update(t)
+        warm.update(t)
+    assert plain.state_dict()["weight"][0, 0].item() == pytest.approx(0.997 ** 120, rel=1e-5)
+    assert warm.state_dict()["weight"][0, 0].item() < 1e-9
+    assert warm.decay_at(0) == pytest.approx(0.1) and warm.decay_at(2989) < 0.997
+    assert warm.decay_at(2990) == warm.decay_at(10**6) == 0.997 == plain.decay_at(0)

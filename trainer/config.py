@@ -78,6 +78,7 @@ class TrainConfig:
     grad_clip_norm: float = 0.0        # 0 = off
     # -- EMA and QAT --
     ema_decay: float = 0.0             # 0 = off; the final checkpoint holds EMA weights if on
+    ema_warmup: bool = True            # step t decays min(ema_decay, (1+t)/(10+t)) (trainer/ema.py)
     qat: str = "off"                   # "off", "on" (= export_scheme), or a golfpack spec
     qat_start_lr_mult: float = 1.0     # QAT on once the LR multiplier <= this (1.0 = always)
     # -- fault tolerance --

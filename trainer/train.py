@@ -135,7 +135,7 @@ class Trainer:
         prime_rotary(self.model, max(cfg.train_seq_len, cfg.effective_eval_seq_len), rt.device)
         self.qat = install_qat(self.model, cfg.qat_spec, rt.device) if cfg.qat_enabled else None
         self.opt = build_optimizers(self.model, cfg, rt.device)
-        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
         self.step_module = LossModule(self.model)
         fwd = self.step_module
         if cfg.compile:
@@ -178,7 +178,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad()
         if self.ema is not None:
-            self.ema.update()
+            self.ema.update(self.step)
         self.pending.append(total / self.accum)
         self.step += 1
 
@@ -210,7 +210,7 @@ class Trainer:
         self.opt.load_state_dicts(opt_states)
         self.opt.zero_grad()
         if self.ema is not None:
-            self.ema = EMA(self.model, self.cfg.ema_decay)
+            self.ema = EMA(self.model, self.cfg.ema_decay, self.cfg.ema_warmup)
         set_rng_states(rng, self.rt.device)
         self.stream.position = position
         self.step, self.pending = 0, []

@@ -46,7 +46,7 @@ def run_header(tr, data_dir) -> list[str]:
         f"tokens:{tr.val_tokens.size}",
         f"model_params:{tr.model.num_params()}",
         f"world_size:{rt.world} grad_accum_steps:{tr.accum} device:{rt.device.type}",
-        f"qat:{qat} ema_decay:{cfg.ema_decay} compile:{cfg.compile}",
+        f"qat:{qat} ema_decay:{cfg.ema_decay} ema_warmup:{cfg.ema_warmup} compile:{cfg.compile}",
         "Hyperparameters:",
     ]
     return lines + [f"  {k}: {v}" for k, v in cfg.to_dict().items()]
