@@ -34,10 +34,10 @@ GRID_C = (1, 2, 4, 8, 16)
 
 
 def conditional_bits(ctx: np.ndarray, sym: np.ndarray, n_ctx: int, S: int) -> float:
+    from golfpack.ansfit import entropy_bits
+
     cnt = np.bincount(ctx.astype(np.int64) * S + sym, minlength=n_ctx * S).reshape(n_ctx, S)
-    tot = cnt.sum(1, keepdims=True)
-    nz = cnt > 0
-    return float(-(cnt[nz] * np.log2(cnt[nz] / np.broadcast_to(tot, cnt.shape)[nz])).sum())
+    return sum(entropy_bits(c) for c in cnt)
 
 
 def adaptive_bits(ctx: np.ndarray, sym: np.ndarray, S: int, alpha: float = 0.5) -> float:
@@ -62,28 +62,30 @@ def quantile_bins(x: np.ndarray, k: int) -> np.ndarray:
     return np.searchsorted(np.quantile(x, np.linspace(0, 1, k + 1)[1:-1]), x)
 
 
+def matrices(codes: np.ndarray, layout):
+    """The stream's codes as its [rows, cols] matrices, in layout order."""
+    start = 0
+    for r, c in layout.shapes:
+        yield codes[start:start + r * c].reshape(r, c)
+        start += r * c
+
+
 def spread_contexts(codes: np.ndarray, layout) -> tuple[np.ndarray, np.ndarray]:
     """Per-code row and column spread (mean |code| of its row / column), layout order."""
-    rows, cols, start = [], [], 0
-    for r, c in layout.shapes:
-        m = np.abs(codes[start:start + r * c].reshape(r, c).astype(np.float64))
-        rows.append(np.repeat(m.mean(1), c))
-        cols.append(np.tile(m.mean(0), r))
-        start += r * c
-    return np.concatenate(rows), np.concatenate(cols)
+    mags = [np.abs(m.astype(np.float64)) for m in matrices(codes, layout)]
+    return (np.concatenate([np.repeat(m.mean(1), m.shape[1]) for m in mags]),
+            np.concatenate([np.tile(m.mean(0), m.shape[0]) for m in mags]))
 
 
 def left_sign(codes: np.ndarray, layout) -> np.ndarray:
-    out, start = [], 0
-    for r, c in layout.shapes:
-        m = np.sign(codes[start:start + r * c].reshape(r, c)).astype(np.int64)
-        out.append(np.pad(m[:, :-1], ((0, 0), (1, 0))).ravel() + 1)
-        start += r * c
-    return np.concatenate(out)
+    """Sign of each code's left neighbour in its row (+1 offset; 0 before the first column)."""
+    return np.concatenate([np.pad(np.sign(m[:, :-1]).astype(np.int64), ((0, 0), (1, 0))).ravel()
+                           + 1 for m in matrices(codes, layout)])
 
 
 def headroom(codes: np.ndarray, layout, bits: int) -> dict:
     from golfpack import ansfit
+    from golfpack.compress import order0_bytes
 
     qmax = (1 << (bits - 1)) - 1
     S = 2 * qmax + 1
@@ -101,10 +103,9 @@ def headroom(codes: np.ndarray, layout, bits: int) -> dict:
     best = min(grid, key=grid.get)
     row, col = spread_contexts(codes, layout)
     ctx = quantile_bins(row, 32) * 8 + quantile_bins(col, 8)
-    order0 = conditional_bits(np.zeros_like(sym), sym, 1, S) / 8
     plain = adaptive_bits(ctx, sym, S)
     signed = adaptive_bits(ctx * 3 + left_sign(codes, layout), sym, S)
-    return {"codes": int(codes.size), "order0": order0,
+    return {"codes": int(codes.size), "order0": order0_bytes(codes),
             "ans": fit.est_bytes, "ans_K": fit.K, "ans_C": fit.C, "fit_seconds": fit_s,
             "grid": grid[best], "grid_K": best[0], "grid_C": best[1],
             "oracle": conditional_bits(ctx, sym, 32 * 8, S) / 8,

@@ -70,18 +70,24 @@ def _stream_key(role: str, part: Part) -> str:
     return f"{role}:{part.group or role}:{_np_name(part.data)}"
 
 
+def stream_groups(qmodel: QuantizedModel) -> dict[str, list[tuple[int, str, Part]]]:
+    """The artifact's streams: every part pooled by role, group and type, in entry order
+    -> {stream name: [(entry index, role, part)]}."""
+    groups: dict[str, list[tuple[int, str, Part]]] = {}
+    for i, e in enumerate(qmodel.entries):
+        for role, part in e.parts.items():
+            groups.setdefault(_stream_key(role, part), []).append((i, role, part))
+    return groups
+
+
 def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", tokenizer=None,
                     progress=None) -> tuple[bytes, dict]:
     """Encode a QuantizedModel (+ model config, tokenizer path or {sha256, vocab_size})
     into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`."""
     if codec not in codecs.CHOICES:
         raise ArtifactError(f"unknown codec {codec!r} (use one of {', '.join(codecs.CHOICES)})")
-    groups: dict[str, list[tuple[int, str, Part]]] = {}
-    for i, e in enumerate(qmodel.entries):
-        for role, part in e.parts.items():
-            groups.setdefault(_stream_key(role, part), []).append((i, role, part))
     plans, keys, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
-    for si, (key, members) in enumerate(groups.items()):
+    for si, (key, members) in enumerate(stream_groups(qmodel).items()):
         if progress:
             progress(key)
         first = members[0][2]
@@ -96,7 +102,7 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
             chunks.append(b)
         content = b"".join(chunks)
         if first.coding == "codes":
-            shapes = [_matrix_shape(p.data) for _, _, p in members]
+            shapes = [matrix_shape(p.data) for _, _, p in members]
             codes = np.frombuffer(content, dtype=np.int8)
             plans.append(codecs.plan_stream(content, "codes", codec, 1, codes, Layout(shapes),
                                             first.bits))
@@ -130,14 +136,15 @@ def _meta_of(e: Entry) -> dict:
     part (quant derives it from the tensor shape)."""
     meta = dict(e.meta)
     if e.kind != "quant":
-        shapes = {role: list(_matrix_shape(p.data)) for role, p in e.parts.items()
+        shapes = {role: list(matrix_shape(p.data)) for role, p in e.parts.items()
                   if p.coding == "codes"}
         if shapes:
             meta["part_shapes"] = shapes
     return meta
 
 
-def _matrix_shape(codes: np.ndarray) -> tuple[int, int]:
+def matrix_shape(codes: np.ndarray) -> tuple[int, int]:
+    """The (rows, cols) a codes part is modelled as: 1-D codes are one row."""
     if codes.ndim == 2:
         return int(codes.shape[0]), int(codes.shape[1])
     return 1, int(codes.size)

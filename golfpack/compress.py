@@ -16,7 +16,7 @@ import numpy as np
 
 from golfpack.accounting import DEFAULT_BUDGET, check_budget, code_bytes, with_budget
 from golfpack.ansfit import Layout
-from golfpack.artifact import encode_artifact, load_artifact
+from golfpack.artifact import encode_artifact, load_artifact, matrix_shape, stream_groups
 from golfpack.errors import CheckFailed, GolfError
 from golfpack.qmodel import QuantizedModel, dtype_name, quantize_state_dict
 from golfpack.scheme import kept_by_passthrough
@@ -114,21 +114,14 @@ def order0_bytes(codes: np.ndarray) -> float:
 
 
 def code_streams(qmodel: QuantizedModel) -> dict[str, tuple[np.ndarray, Layout, int]]:
-    """The quantized codes grouped as the artifact groups them (one stream per tensor
-    family and bit width): {name: (flat int8 codes, Layout, bits)}."""
-    from golfpack.scheme import family
-
-    groups: dict[str, list] = {}
-    for e in qmodel.entries:
-        if e.kind == "quant":
-            p = e.parts["codes"]
-            groups.setdefault(f"codes:{family(e.name)}:int{p.bits}", []).append(p)
+    """The artifact's code streams (golfpack.artifact.stream_groups, codes parts only):
+    {name: (flat int8 codes, Layout, bits)}."""
     out = {}
-    for name, parts in groups.items():
-        codes = np.concatenate([np.asarray(p.data).ravel() for p in parts])
-        layout = Layout([(p.data.shape[0], p.data.shape[1]) if p.data.ndim == 2
-                         else (1, p.data.size) for p in parts])
-        out[name] = (codes, layout, parts[0].bits)
+    for name, members in stream_groups(qmodel).items():
+        parts = [p for _, _, p in members]
+        if parts[0].coding == "codes":
+            codes = np.concatenate([np.asarray(p.data).ravel() for p in parts])
+            out[name] = (codes, Layout([matrix_shape(p.data) for p in parts]), parts[0].bits)
     return out
 
 
