@@ -145,4 +145,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from golfpack.errors import GolfError
+
+    try:
+        main()
+    except GolfError as exc:
+        sys.exit(f"error: {exc}")
