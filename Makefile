@@ -29,7 +29,7 @@ test: $(STAMP)
 DEMO_ARGS ?= --force
 
 demo: $(STAMP)
-	$(BIN)/python -m trainer.demo $(DEMO_ARGS)
+	$(BIN)/python -m trainer.cli.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out

@@ -34,7 +34,7 @@ GRID_C = (1, 2, 4, 8, 16)
 
 
 def conditional_bits(ctx: np.ndarray, sym: np.ndarray, n_ctx: int, S: int) -> float:
-    from golfpack.ansfit import entropy_bits
+    from golfpack.ans.fit import entropy_bits
 
     cnt = np.bincount(ctx.astype(np.int64) * S + sym, minlength=n_ctx * S).reshape(n_ctx, S)
     return sum(entropy_bits(c) for c in cnt)
@@ -84,7 +84,7 @@ def left_sign(codes: np.ndarray, layout) -> np.ndarray:
 
 
 def headroom(codes: np.ndarray, layout, bits: int) -> dict:
-    from golfpack import ansfit
+    from golfpack.ans import fit as ansfit
     from golfpack.compress import order0_bytes
 
     qmax = (1 << (bits - 1)) - 1
@@ -121,7 +121,7 @@ def main():
     args = ap.parse_args()
     from golfpack.checkpoint import load
     from golfpack.compress import code_streams
-    from golfpack.qmodel import quantize_state_dict
+    from golfpack.quant.qmodel import quantize_state_dict
 
     sd, _ = load(args.checkpoint)
     streams = code_streams(quantize_state_dict(sd, args.scheme))

@@ -66,7 +66,7 @@ def records_baseline(qmodel) -> dict:
 
 
 def qmodel_tensor(e):
-    from golfpack.qmodel import reconstruct
+    from golfpack.quant.qmodel import reconstruct
 
     t = reconstruct(e)
     return t.half() if e.scheme == "fp16" else t
@@ -95,7 +95,7 @@ def main():
 
     from golfpack.artifact import encode_artifact, parse_artifact
     from golfpack.compress import bench_codecs
-    from golfpack.qmodel import quantize_state_dict
+    from golfpack.quant.qmodel import quantize_state_dict
 
     if args.checkpoint:
         from golfpack.checkpoint import load

@@ -60,8 +60,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from golfpack import calib, gptq, quant
-    from golfpack.qmodel import quantize_state_dict
+    from golfpack.hessian import calib, gptq
+    from golfpack.quant import rows as quant
+    from golfpack.quant.qmodel import quantize_state_dict
 
     model, source = _model(args)
     model.to(args.device)

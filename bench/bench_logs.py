@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def build_tree(records: Path, out: Path, folders: int, target_mb: float) -> dict:
-    from golfeval.records import find_record_folders, list_log_files
+    from golfeval.records.folders import find_record_folders, list_log_files
 
     sources = find_record_folders(records)
     if not sources:
@@ -106,7 +106,7 @@ def main() -> None:
         startup = time_cli(["--help"], args.repeat)
         logs = time_cli(["logs", str(root), "--json"], args.repeat)
         verify = time_cli(["verify", str(root), "--json"], args.repeat)
-        from golfeval.records import read_tree
+        from golfeval.records.folders import read_tree
 
         t0 = time.process_time()
         folders = read_tree(root)

@@ -89,10 +89,11 @@ def main():
         return
     torch.set_num_threads(args.threads)
 
-    from golfpack import calib, fitpack, gptq
     from golfpack.accounting import code_bytes
     from golfpack.artifact import encode_artifact, parse_artifact
-    from golfpack.qmodel import quantize_state_dict
+    from golfpack.hessian import calib, gptq
+    from golfpack.hessian import pipeline as fitpack
+    from golfpack.quant.qmodel import quantize_state_dict
 
     t_start = time.time()
     log = lambda msg: print(f"[{time.time() - t_start:6.0f}s] {msg}", flush=True)

@@ -1,7 +1,7 @@
 """Sliding-window scoring speed (L=1024, S=64) of the baseline 9x512 model, three ways, in
 one run on the same windows:
 
-  golfeval   golfeval.score.score_windows: equal-length windows batched, output head and
+  golfeval   golfeval.score.core.score_windows: equal-length windows batched, output head and
              softmax only at each window's 64 scored positions (float64 head)
   one-window one window per forward, logits and cross-entropy at all 1024 positions
   padded-32  32 windows per forward, logits and cross-entropy at all 32x1024 positions,
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from golfeval.score import score_windows  # noqa: E402
-from golfeval.windows import WindowPlan, sliding_plan  # noqa: E402
+from golfeval.score.core import score_windows  # noqa: E402
+from golfeval.score.windows import WindowPlan, sliding_plan  # noqa: E402
 from trainer.model import GPT, GPTConfig  # noqa: E402
 
 VAL_TOKENS = 62_021_632
@@ -135,7 +135,7 @@ def main():
     ap.add_argument("--key", default=None, help="entry name in the JSON (default: device)")
     args = ap.parse_args()
 
-    from golfeval.score_cli import default_batch
+    from golfeval.score.evaluate import default_batch
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -171,7 +171,7 @@ def main():
         "one-window": lambda p: one_window(model, tokens, p, device, amp),
     }
     if args.compile:
-        from golfeval.modelio import compile_model
+        from golfeval.score.modelio import compile_model
 
         cmodel = compile_model(GPT(cfg).to(device).eval().requires_grad_(False))
         cmodel.load_state_dict(model.state_dict())

@@ -48,9 +48,9 @@ def flops_per_token(cfg) -> dict:
 
 
 def make_data(tmp: str) -> tuple[str, str]:
-    from golfeval.corpus import pydoc_documents, write_jsonl
-    from golfeval.databuild import build
-    from golfeval.tokenizer import train as train_tokenizer
+    from golfeval.data.build import build
+    from golfeval.data.corpus import pydoc_documents, write_jsonl
+    from golfeval.data.tokenizer import train as train_tokenizer
 
     docs = pydoc_documents()
     tok = train_tokenizer(docs, os.path.join(tmp, "sp1024"), vocab_size=1024)

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from rd_common import SHARED, machine, prepare_data, train_fallback  # noqa: E402
 
-from golfeval.score import score_tokens  # noqa: E402
-from golfeval.ttt_lora import LoraSettings, evaluate_lora, resolve  # noqa: E402
-from golfeval.ttt_sgd import SGDSettings, evaluate_sgd  # noqa: E402
+from golfeval.score.core import score_tokens  # noqa: E402
+from golfeval.ttt.lora import LoraSettings, evaluate_lora, resolve  # noqa: E402
+from golfeval.ttt.sgd import SGDSettings, evaluate_sgd  # noqa: E402
 
 SIZES = {
     "tiny": dict(vocab_size=1024, num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2,

@@ -1,6 +1,6 @@
 """Shared pieces of the rate–distortion and GPTQ benchmarks: real text -> shards and scored
 validation tokens, a checkpoint (given, or trained here by a clearly labelled fallback loop),
-and the bpb of a state dict on the validation tokens through golfeval.score.
+and the bpb of a state dict on the validation tokens through golfeval.score.core.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def prepare_data(work: Path, tokenizer: Path, train_text: Path, val_docs: Path,
                  eval_tokens: int = 0) -> dict:
     """C4 text -> a train shard in `work` (the calibration source); FineWeb docs -> a val
     shard beside it (so `work` can be golftrain's --data), and the scored validation stream
-    with its per-target bytes (golfeval.bytetables)."""
-    from golfeval.bytetables import ByteTables
-    from golfeval.shards import write_shard
+    with its per-target bytes (golfeval.data.bytetables)."""
+    from golfeval.data.bytetables import ByteTables
+    from golfeval.data.shards import write_shard
 
     work.mkdir(parents=True, exist_ok=True)
     train = tokenize_docs(tokenizer, read_docs(train_text))
@@ -73,7 +73,7 @@ def prepare_data(work: Path, tokenizer: Path, train_text: Path, val_docs: Path,
 
 
 def score_bpb(model, data: dict, device: str, seq_len: int = 1024) -> dict:
-    from golfeval.score import score_tokens
+    from golfeval.score.core import score_tokens
 
     model.to(device).eval()
     r = score_tokens(model, data["val"], data["target_bytes"], mode="flat", seq_len=seq_len,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
-from golfpack.clikit import atomic_write_bytes
 from golfpack.errors import GolfError
+from golfpack.fileio import atomic_write_bytes
 
 
 def new_figure(width: float = 6.4, height: float = 4.2):

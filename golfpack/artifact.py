@@ -22,9 +22,11 @@ import os
 
 import numpy as np
 
-from golfpack import codecs
-from golfpack.ansmodel import Layout
-from golfpack.artifact_layout import (
+from golfpack.ans.codec import Layout
+from golfpack.errors import ArtifactError, read_file
+from golfpack.format import codecs
+from golfpack.format.binio import Writer
+from golfpack.format.layout import (
     DTYPE_IDS,
     HEADER_CODECS,
     MAGIC,
@@ -35,9 +37,7 @@ from golfpack.artifact_layout import (
     StreamInfo,
     digest,
 )
-from golfpack.binio import Writer
-from golfpack.errors import ArtifactError, read_file
-from golfpack.qmodel import RECONSTRUCT, Entry, Part, QuantizedModel, reconstruct
+from golfpack.quant.qmodel import RECONSTRUCT, Entry, Part, QuantizedModel, reconstruct
 
 
 def _np_name(arr: np.ndarray) -> str:
@@ -302,8 +302,8 @@ class Artifact:
 
     def quantized_model(self) -> QuantizedModel:
         """The codes, scales and passthrough data exactly as stored."""
-        from golfpack.quant import parse_scheme
-        from golfpack.scheme import family
+        from golfpack.quant.rows import parse_scheme
+        from golfpack.quant.scheme import family
 
         self.decode_all()
         qm = QuantizedModel([self.entry(e) for e in self.entries])
@@ -338,7 +338,7 @@ class Artifact:
 
 
 def _check_code_range(e: Entry) -> None:
-    from golfpack.quant import SchemeError, parse_scheme
+    from golfpack.quant.rows import SchemeError, parse_scheme
 
     try:
         qmax = parse_scheme(e.scheme).qmax
@@ -359,6 +359,6 @@ def load_artifact(path) -> Artifact:
 
 
 def parse_artifact(data: bytes) -> Artifact:
-    from golfpack.artifact_read import parse
+    from golfpack.format.header import parse
 
     return parse(data, Artifact)

@@ -22,7 +22,7 @@ def save(path, state_dict: dict[str, torch.Tensor], config: dict, force: bool = 
     """Write `state_dict` + `config` to `path` (safetensors; config JSON in the metadata)."""
     from safetensors.torch import save as st_save
 
-    from golfpack.clikit import atomic_write_bytes
+    from golfpack.fileio import atomic_write_bytes
 
     config = dict(config)
     config.setdefault("arch", DEFAULT_ARCH)

@@ -15,11 +15,11 @@ from collections.abc import Callable
 import numpy as np
 
 from golfpack.accounting import DEFAULT_BUDGET, check_budget, code_bytes, with_budget
-from golfpack.ansfit import Layout
+from golfpack.ans.fit import Layout
 from golfpack.artifact import encode_artifact, load_artifact, matrix_shape, stream_groups
-from golfpack.errors import CheckFailed, GolfError
-from golfpack.qmodel import QuantizedModel, dtype_name, quantize_state_dict
-from golfpack.scheme import kept_by_passthrough
+from golfpack.errors import CheckFailed
+from golfpack.quant.qmodel import QuantizedModel, dtype_name, quantize_state_dict
+from golfpack.quant.scheme import kept_by_passthrough
 
 Progress = Callable[[str], None] | None
 
@@ -54,13 +54,12 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
     """Checkpoint -> artifact file. Over budget raises CheckFailed and writes nothing,
     unless allow_over (then the file is written and report["over_budget"] is True)."""
     from golfpack.checkpoint import load
-    from golfpack.clikit import refuse_same_file
+    from golfpack.fileio import refuse_existing, refuse_same_file
 
     refuse_same_file(ckpt_path, out_path)
     for f in code_files:
         refuse_same_file(f, out_path)
-    if os.path.exists(out_path) and not force:
-        raise GolfError(f"{out_path} exists; pass --force to overwrite it")
+    refuse_existing(out_path, force)
     state_dict, cfg = load(ckpt_path, config)
     data, report = compress_state_dict(state_dict, cfg, scheme_spec, codec, code_files,
                                        code_mode, tokenizer, budget, progress)
@@ -70,7 +69,7 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
 def write_artifact(out_path, data: bytes, report: dict, allow_over: bool, force: bool) -> dict:
     """Write an encoded artifact atomically, unless it is over budget (CheckFailed, no file)
     and `allow_over` is off. Returns the report with `over_budget` and `output` added."""
-    from golfpack.clikit import atomic_write_bytes
+    from golfpack.fileio import atomic_write_bytes
 
     report["over_budget"] = report["headroom"] < 0
     if report["over_budget"] and not allow_over:
@@ -90,11 +89,10 @@ def inspect_artifact(path, code_files=(), code_mode: str = "raw",
 def unpack_artifact(path, out_path, force: bool = False) -> dict:
     """Artifact -> checkpoint of dequantized weights + config (golfpack.checkpoint format)."""
     from golfpack.checkpoint import save
-    from golfpack.clikit import refuse_same_file
+    from golfpack.fileio import refuse_existing, refuse_same_file
 
     refuse_same_file(path, out_path)
-    if os.path.exists(out_path) and not force:
-        raise GolfError(f"{out_path} exists; pass --force to overwrite it")
+    refuse_existing(out_path, force)
     t0 = time.perf_counter()
     art = load_artifact(path)
     state = art.state_dict()
@@ -129,7 +127,7 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
                  progress: Progress = None) -> dict:
     """Every quantized code stream through every codec, side by side with its order-0
     entropy: {"streams": [...], "totals": {codec: {bytes, bits_per_weight, seconds}}}."""
-    from golfpack.codecs import compress_general
+    from golfpack.format.codecs import compress_general
 
     rows = []
     totals = {c: {"bytes": 0, "seconds": 0.0} for c in codecs_to_run}
@@ -143,8 +141,7 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
         for c in codecs_to_run:
             t = time.perf_counter()
             if c == "ans":
-                from golfpack import ansmodel
-
+                from golfpack.ans import codec as ansmodel
                 size = len(ansmodel.encode(codes, layout, bits)[0])
             else:
                 size = len(compress_general(c, content))

@@ -33,7 +33,7 @@ def shared_records() -> Path:
 @pytest.fixture(scope="session")
 def pydoc_corpus(tmp_path_factory) -> Path:
     """JSONL of the pydoc topic documents (~0.47 MB)."""
-    from golfeval.corpus import pydoc_documents, write_jsonl
+    from golfeval.data.corpus import pydoc_documents, write_jsonl
 
     path = tmp_path_factory.mktemp("corpus") / "pydoc.jsonl"
     return Path(write_jsonl(pydoc_documents(), path))
@@ -42,8 +42,8 @@ def pydoc_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> Path:
     """A 512-piece BPE tokenizer with the challenge's settings, trained on pydoc text."""
-    from golfeval.corpus import pydoc_documents
-    from golfeval.tokenizer import train
+    from golfeval.data.corpus import pydoc_documents
+    from golfeval.data.tokenizer import train
 
     prefix = tmp_path_factory.mktemp("tok") / "tiny512"
     return Path(train(pydoc_documents(), prefix, vocab_size=512))
@@ -52,7 +52,7 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory, tiny_tokenizer, pydoc_corpus) -> Path:
     """Shards of the pydoc corpus: first 40 documents validation, the rest training."""
-    from golfeval.databuild import build
+    from golfeval.data.build import build
 
     out = tmp_path_factory.mktemp("shards")
     build(tiny_tokenizer, pydoc_corpus, out, val_docs=40, shard_tokens=50_000, force=True)

@@ -40,7 +40,7 @@ def test_layering(package):
 
 def test_layering_checker_sees_imports(tmp_path):
     bad = tmp_path / "m.py"
-    bad.write_text("import os\nfrom trainer.model import GPT\nimport golfeval.score as s\n")
+    bad.write_text("import os\nfrom trainer.model import GPT\nimport golfeval.score.core as s\n")
     assert {"trainer", "golfeval"} <= _imported_packages(bad)
 
 
@@ -56,7 +56,74 @@ def test_console_scripts_help_and_version(script):
 
 def test_cli_import_is_torch_free():
     """`golfeval logs` must start fast: importing the CLI groups must not pull in torch."""
-    code = ("import sys, golfeval.cli, golfpack.cli, golfpack.clikit; "
+    code = ("import sys, golfeval.cli, golfpack.cli, golfpack.cli.kit; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for package in FORBIDDEN:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts)] = path
+    return mods
+
+
+def _imported_modules(path: Path, known: dict[str, Path], top_level_only: bool) -> set[str]:
+    """Project modules `path` imports (`from a.b import c` counts a.b.c when that is a module)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in known:
+                found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names
+                         if f"{node.module}.{a.name}" in known)
+    return found
+
+
+def _is_cli(module: str) -> bool:
+    parts = module.split(".")
+    return "cli" in parts or parts[-1] == "__main__"
+
+
+def test_only_cli_modules_import_click():
+    offenders = [m for m, p in _modules().items()
+                 if not _is_cli(m) and "click" in _imported_packages(p)]
+    assert not offenders, f"library modules import click: {offenders}"
+
+
+def test_library_never_imports_its_cli():
+    mods = _modules()
+    offenders = [f"{m} imports {sorted(c for c in _imported_modules(p, mods, False) if _is_cli(c))}"
+                 for m, p in mods.items()
+                 if not _is_cli(m) and any(_is_cli(c) for c in _imported_modules(p, mods, False))]
+    assert not offenders, "library modules import CLI modules:\n" + "\n".join(offenders)
+
+
+def test_no_import_cycles():
+    """Module-level imports form no cycle (a cycle makes import order matter)."""
+    mods = _modules()
+    graph = {m: _imported_modules(p, mods, True) - {m} for m, p in mods.items()}
+    state, cycle = {}, []
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycle.append(" -> ".join(stack[stack.index(n):] + [n]))
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycle, "import cycles:\n" + "\n".join(cycle)

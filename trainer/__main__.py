@@ -2,10 +2,10 @@
 
 import click
 
-from golfpack.clikit import LazyGroup
+from golfpack.cli.kit import LazyGroup
 
 
-@click.group(cls=LazyGroup, lazy={"train": "trainer.train_cli:train_cmd"})
+@click.group(cls=LazyGroup, lazy={"train": "trainer.cli.train:train_cmd"})
 def _main():
     pass
 

@@ -84,36 +84,17 @@ def save_state(out_dir, step: int, tensors: dict[str, torch.Tensor], meta: dict,
     """Write a checkpoint atomically, then drop all but the newest `keep`."""
     from safetensors.torch import save_file
 
+    from golfpack.fileio import atomic_path
+
     path = checkpoint_path(out_dir, step)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     body = dict(meta, format=FORMAT, step=step)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path, force=True) as tmp:  # a resumed run rewrites its own step
         save_file(flat, tmp, metadata={META_KEY: json.dumps(body, allow_nan=True)})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path))
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     for _, old in list_checkpoints(out_dir)[:-keep]:
         os.unlink(old)
     return path
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_state(path) -> tuple[dict[str, torch.Tensor], dict]:

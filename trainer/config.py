@@ -157,7 +157,7 @@ class TrainConfig:
 
     def _check_schemes(self) -> None:
         """Both specs must parse, and QAT must train for the grid the export stores."""
-        from golfpack.scheme import parse_rules
+        from golfpack.quant.scheme import parse_rules
         from trainer.qat import expand_spec
 
         if self.qat_enabled and not self.qat_spec:

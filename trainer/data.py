@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from golfeval.shards import ShardError, find_shards, read_header, read_shard
+from golfeval.data.shards import ShardError, find_shards, read_header, read_shard
 
 
 class DataError(ShardError):

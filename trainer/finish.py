@@ -16,30 +16,30 @@ import time
 import torch
 
 from golfpack import checkpoint as gcheckpoint
-from golfpack.clikit import atomic_write_bytes
+from golfpack.fileio import atomic_write_bytes
 from trainer.qat import dominant_scheme, expand_spec
 from trainer.trainlog import final_lines, size_lines
 
 BUDGET = 16_000_000
-# Trainer modules that are tooling around the training program, not part of it.
-NOT_PROGRAM = {"cli.py", "train_cli.py", "demo.py"}
+# Trainer modules and folders that are tooling around the training program, not part of it.
+NOT_PROGRAM = {"cli", "demo.py"}
 
 
 def code_files() -> list[str]:
     """The source a submission of this trainer ships: the trainer package's modules (minus
     its CLI wrappers) and golfpack's quantizer, which QAT and the export share."""
     here = os.path.dirname(os.path.abspath(__file__))
-    files = sorted(p for p in glob.glob(os.path.join(here, "*.py"))
-                   if os.path.basename(p) not in NOT_PROGRAM)
-    import golfpack.quant
+    files = sorted(p for p in glob.glob(os.path.join(here, "**", "*.py"), recursive=True)
+                   if os.path.relpath(p, here).split(os.sep)[0] not in NOT_PROGRAM)
+    import golfpack.quant.rows
 
-    return files + [os.path.abspath(golfpack.quant.__file__)]
+    return files + [os.path.abspath(golfpack.quant.rows.__file__)]
 
 
 def score(model, tokens, target_bytes, cfg, rt, mode: str = "flat"):
     """golfeval's scorer over this rank's share of the windows; it all-reduces the float64
     sums across ranks and runs bf16 autocast on CUDA itself."""
-    from golfeval.score import score_tokens
+    from golfeval.score.core import score_tokens
 
     seq = cfg.effective_eval_seq_len
     batch = max(1, cfg.val_batch_tokens // (seq * rt.world))
@@ -68,7 +68,7 @@ def export_spec(cfg) -> str | None:
 def size_tag(model, spec: str | None, report: dict) -> str:
     """The size-line tag, e.g. int6+brotli: the largest weight's scheme and the codec of the
     artifact's largest stream."""
-    from golfpack.scheme import DEFAULT_SPEC
+    from golfpack.quant.scheme import DEFAULT_SPEC
 
     streams = report.get("streams") or []
     codec = max(streams, key=lambda s: s.get("bytes", 0)).get("codec") if streams else None

@@ -7,7 +7,7 @@ Python flag would be baked into the graph, the failure that kept "late QAT" from
 in three records). When on, the forward value is exactly the weight the export will
 dequantize; the gradient is straight-through either way.
 
-The spec is a golfpack scheme spec (`PATTERN=SCHEME;...`, see golfpack.scheme), resolved by
+The spec is a golfpack scheme spec (`PATTERN=SCHEME;...`, see golfpack.quant.scheme), resolved by
 golfpack exactly as the export resolves it, so each weight trains against the grid it will be
 stored on. A bare scheme such as "int6" is shorthand for "the block matrices at int6, whatever
 their size" (`@control=fp32;*.attn.*=int6;*.mlp.*=int6`: naming a selector switches off
@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 
 from golfpack.errors import GolfError
-from golfpack.quant import Scheme, fake_quant, format_scheme
-from golfpack.scheme import resolve
+from golfpack.quant.rows import Scheme, fake_quant, format_scheme
+from golfpack.quant.scheme import resolve
 from trainer.model import GPT, CastedLinear
 
 EMBED_NAME = "tok_emb.weight"

@@ -23,9 +23,9 @@ from trainer import checkpointing as ckpt
 from trainer import finish
 from trainer.config import TrainConfig, from_dict, resume_conflicts
 from trainer.data import BatchLoader, TokenStream, load_val_tokens, resolve_shards
-from trainer.ema import EMA
 from trainer.model import GPT, Rotary
-from trainer.optim import build_optimizers, lr_multiplier, muon_momentum
+from trainer.optim.ema import EMA
+from trainer.optim.groups import build_optimizers, lr_multiplier, muon_momentum
 from trainer.qat import install_qat
 from trainer.runtime import Runtime, init_runtime, rng_states, set_rng_states, shutdown
 from trainer.trainlog import TrainLog, run_header, stop_line, train_line, val_line
@@ -97,7 +97,7 @@ def clear_out_dir(out_dir: str, rt: Runtime, clear: bool) -> None:
 
 
 def resolve_vocab(cfg: TrainConfig, tokenizer) -> TrainConfig:
-    from golfeval.tokenizer import load
+    from golfeval.data.tokenizer import load
 
     vocab = load(tokenizer).vocab_size()
     if cfg.vocab_size == 0:
@@ -123,7 +123,7 @@ class Trainer:
         self.loader = BatchLoader(self.stream, rt.rank, rt.world, self.accum, micro_seqs,
                                   cfg.train_seq_len, rt.device)
         self.val_tokens = load_val_tokens(self.val_paths, cfg.vocab_size)
-        from golfeval.bytetables import ByteTables
+        from golfeval.data.bytetables import ByteTables
 
         self.val_bytes = ByteTables.from_tokenizer(self.tokenizer).target_bytes(self.val_tokens)
         n_periodic = cfg.val_max_tokens or self.val_tokens.size

@@ -1,0 +1,154 @@
+"""Build challenge-format shards from a JSONL corpus: every document BOS-prefixed (no EOS),
+the first N documents to validation shards, the rest to training shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from golfeval.data import shards, tokenizer
+from golfpack.errors import GolfError
+
+DEFAULT_SHARD_TOKENS = 100_000_000
+
+
+@dataclass
+class BuildSummary:
+    val_docs: int = 0
+    val_tokens: int = 0
+    train_docs: int = 0
+    train_tokens: int = 0
+    vocab_size: int = 0
+    tokenizer_sha256: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_jsonl_texts(path, start_line: int = 1):
+    """Yield (line_number, text) from `{"text": ...}` lines; blank lines are skipped.
+    A line that is not such an object raises GolfError naming the line."""
+    path = os.fspath(path)
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise GolfError(f"{path}: cannot open ({exc.strerror})") from None
+    with fh:
+        try:
+            for lineno, line in enumerate(fh, start_line):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise GolfError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                    raise GolfError(f'{path}:{lineno}: expected an object with a "text" string')
+                yield lineno, obj["text"]
+        except UnicodeDecodeError as exc:
+            raise GolfError(f"{path}: not UTF-8 ({exc.reason})") from None
+
+
+class _ShardWriter:
+    """Accumulates a token stream and cuts it into fixed-size shard files."""
+
+    def __init__(self, out_dir, split: str, shard_tokens: int, force: bool):
+        self.out_dir, self.split = out_dir, split
+        self.shard_tokens, self.force = shard_tokens, force
+        self.buf: list[np.ndarray] = []
+        self.buffered = 0
+        self.files: list[str] = []
+
+    def add(self, tokens: np.ndarray) -> None:
+        self.buf.append(tokens)
+        self.buffered += tokens.size
+        while self.buffered >= self.shard_tokens:
+            self._flush(self.shard_tokens)
+
+    def _flush(self, n: int) -> None:
+        stream = np.concatenate(self.buf) if self.buf else np.zeros(0, np.uint16)
+        path = os.path.join(self.out_dir, f"fineweb_{self.split}_{len(self.files):06d}.bin")
+        shards.write_shard(path, stream[:n], force=self.force)
+        self.files.append(path)
+        rest = stream[n:]
+        self.buf, self.buffered = ([rest] if rest.size else []), rest.size
+
+    def close(self) -> list[str]:
+        if self.buffered:
+            self._flush(self.buffered)
+        return self.files
+
+
+def build(tokenizer_path, docs_path, out_dir, val_docs: int = 50_000,
+          shard_tokens: int = DEFAULT_SHARD_TOKENS, force: bool = False,
+          batch_docs: int = 512, workers: int | None = None, progress: bool = False,
+          max_docs: int | None = None) -> BuildSummary:
+    """Tokenize `docs_path` into shards under `out_dir`; return what was written."""
+    if shard_tokens <= 0:
+        raise GolfError("--shard-tokens must be positive")
+    if val_docs < 0:
+        raise GolfError("--val-docs must be >= 0")
+    sp = tokenizer.load(tokenizer_path)
+    vocab = sp.vocab_size()
+    if vocab > 0xFFFF + 1:
+        raise GolfError(f"{tokenizer_path}: vocab size {vocab} does not fit uint16 shards")
+    out_dir = os.fspath(out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
+        raise GolfError(f"{out_dir} is not empty; pass --force to write into it")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise GolfError(f"{out_dir} exists and is not a directory")
+    if not os.path.isfile(docs_path):
+        raise GolfError(f"{docs_path}: no such file")
+    os.makedirs(out_dir, exist_ok=True)
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+
+    summary = BuildSummary(vocab_size=vocab, tokenizer_sha256=tokenizer.file_sha256(tokenizer_path))
+    writers = {s: _ShardWriter(out_dir, s, shard_tokens, force) for s in ("val", "train")}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=os.path.getsize(docs_path), unit="B", unit_scale=True,
+                   desc="encoding", leave=False)
+
+    batch: list[str] = []
+    n_docs = 0
+
+    def flush_batch():
+        nonlocal n_docs
+        encoded = sp.encode(batch, out_type=int, num_threads=workers)
+        for ids in encoded:
+            arr = np.empty(len(ids) + 1, dtype=np.uint16)
+            arr[0] = tokenizer.BOS_ID
+            arr[1:] = ids
+            if n_docs < val_docs:
+                writers["val"].add(arr)
+                summary.val_docs += 1
+                summary.val_tokens += arr.size
+            else:
+                writers["train"].add(arr)
+                summary.train_docs += 1
+                summary.train_tokens += arr.size
+            n_docs += 1
+        if bar is not None:
+            bar.update(sum(len(t.encode("utf-8")) + 13 for t in batch))
+        batch.clear()
+
+    for _, text in read_jsonl_texts(docs_path):
+        batch.append(text)
+        if len(batch) >= batch_docs:
+            flush_batch()
+        if max_docs is not None and n_docs + len(batch) >= max_docs:
+            break
+    if batch:
+        flush_batch()
+    if bar is not None:
+        bar.close()
+    if n_docs == 0:
+        raise GolfError(f"{docs_path}: no documents")
+    summary.files = writers["val"].close() + writers["train"].close()
+    return summary

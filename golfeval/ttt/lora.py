@@ -1,0 +1,368 @@
+"""Score-first LoRA test-time training, one set of adapters per document, many documents
+per forward.
+
+The stream is split at BOS into documents; a document runs from its BOS up to the next one
+and its targets are the tokens after each of its positions, so its last target is the next
+document's BOS and the documents' targets together are exactly the stream's. A document is
+read in chunks of C targets. Chunk c is scored with the window of inputs
+[max(0, (c+1)C - L), (c+1)C) of its document: the window ends where the chunk would end
+whatever the document's length, so no score depends on where the document ends. Per chunk:
+score it, hand the sums back, then take one Adam step on that chunk's mean loss. A
+document's last chunk is never trained on; adapters (A random, B zero) and Adam state are
+fresh for every document.
+
+Documents are sorted by chunk count and run B at a time, each row of the batch with its own
+adapters ([B, in, r] and [B, r, out] tensors). Every forward of step c has the shape
+[B, min((c+1)C, L)] (short batches are padded with empty rows), so on CPU a document's
+losses are bit-identical whatever documents share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from golfeval.score import distributed
+from golfeval.score.core import ScoreResult
+from golfeval.ttt.fingerprint import (
+    ScoreFirstLedger,
+    drop_inference_caches,
+    state_tensors,
+    unchanged,
+)
+from golfpack.errors import GolfError
+
+# Short names of adapter sites -> module-name suffix in the reference GPT.
+SITES = {"q": "attn.c_q", "k": "attn.c_k", "v": "attn.c_v", "o": "attn.proj",
+         "up": "mlp.fc", "down": "mlp.proj", "head": "head"}
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 8
+    chunk: int = 256          # targets per chunk (C)
+    context: int = 1024       # window length inside the document (L)
+    lr: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    targets: tuple[str, ...] = ("q", "v", "head")
+    batch: int | None = None  # documents per forward; None: 4 on CPU, 32 on CUDA
+    seed: int = 0             # A's initialisation (the same for every document)
+
+    def __post_init__(self):
+        if self.rank < 1 or self.chunk < 1 or (self.batch is not None and self.batch < 1):
+            raise GolfError("LoRA rank, chunk and batch must be >= 1")
+        if self.context < self.chunk:
+            raise GolfError(f"LoRA context {self.context} is shorter than its chunk "
+                            f"{self.chunk}")
+        unknown = [t for t in self.targets if t not in SITES]
+        if unknown or not self.targets:
+            raise GolfError(f"unknown LoRA target(s) {unknown} (choose from "
+                            f"{', '.join(SITES)})")
+
+    def to_dict(self) -> dict:
+        return {"kind": "lora", **asdict(self), "targets": list(self.targets)}
+
+
+def resolve(settings: LoraSettings, device) -> LoraSettings:
+    """Fill the device-dependent default: documents per forward. Every forward has B rows
+    (empty rows pad a short batch, so shapes never depend on the data), which makes a large
+    B wasteful on a CPU."""
+    if settings.batch is not None:
+        return settings
+    return replace(settings, batch=32 if torch.device(device).type == "cuda" else 4)
+
+
+def split_documents(tokens: np.ndarray, bos_id: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, n_targets) of the documents: a document starts at a BOS (or at position 0)
+    and owns the targets of its positions up to the next BOS (that BOS included)."""
+    n_targets = max(0, int(np.asarray(tokens).size) - 1)
+    if n_targets == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z
+    bos = np.flatnonzero(np.asarray(tokens[:n_targets]) == bos_id).astype(np.int64)
+    starts = bos if bos.size and bos[0] == 0 else np.concatenate(([0], bos)).astype(np.int64)
+    ends = np.append(starts[1:], n_targets)
+    return starts, ends - starts
+
+
+def chunk_window(c: int, chunk: int, context: int) -> tuple[int, int]:
+    """(first input, length) of chunk c's window, relative to its document's start; the
+    chunk's targets are the window's last `chunk` positions."""
+    end = (c + 1) * chunk
+    start = max(0, end - context)
+    return start, end - start
+
+
+class BatchedLoRA(nn.Module):
+    """Rank-r adapters for B documents at once on linear layers (found by name suffix) and
+    on the tied output head. `installed()` hooks them into the model's forward."""
+
+    def __init__(self, model: nn.Module, targets, rank: int, batch: int, seed: int = 0):
+        super().__init__()
+        self.batch, self.rank = batch, rank
+        self.sites: list[tuple[str, nn.Module]] = []
+        for t in targets:
+            if t == "head":
+                continue
+            suffix = SITES[t]
+            found = [(n, m) for n, m in model.named_modules()
+                     if n.endswith(suffix) and isinstance(m, nn.Linear)]
+            if not found:
+                raise GolfError(f"LoRA target {t!r}: the model has no linear layer named "
+                                f"*{suffix}")
+            self.sites.extend(found)
+        dims = [(m.in_features, m.out_features) for _, m in self.sites]
+        if "head" in targets:
+            if not (hasattr(model, "hidden") and hasattr(model, "head_weight")):
+                raise GolfError("a LoRA head adapter needs a model with hidden() and "
+                                "head_weight()")
+            vocab, dim = model.head_weight().shape
+            dims.append((dim, vocab))
+        self.has_head = "head" in targets
+        gen = torch.Generator().manual_seed(seed)
+        device = next(model.parameters()).device
+        self.A, self.B = nn.ParameterList(), nn.ParameterList()
+        self._a0: list[torch.Tensor] = []
+        for d_in, d_out in dims:
+            bound = 1.0 / math.sqrt(d_in)
+            a0 = (torch.rand(d_in, rank, generator=gen) * 2 - 1) * bound
+            self._a0.append(a0.to(device))
+            self.A.append(nn.Parameter(torch.empty(batch, d_in, rank, device=device)))
+            self.B.append(nn.Parameter(torch.empty(batch, rank, d_out, device=device)))
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        for a, b, a0 in zip(self.A, self.B, self._a0, strict=True):
+            a.copy_(a0.expand_as(a))
+            b.zero_()
+
+    def _delta(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if x.size(0) != self.batch:
+            raise GolfError(f"internal: LoRA batch {self.batch} got input batch {x.size(0)}")
+        return (x @ self.A[i].to(x.dtype)) @ self.B[i].to(x.dtype)
+
+    @contextmanager
+    def installed(self):
+        handles = []
+        for i, (_, module) in enumerate(self.sites):
+            def hook(mod, args, out, i=i):
+                return out + self._delta(i, args[0])
+            handles.append(module.register_forward_hook(hook))
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def head_delta(self, h: torch.Tensor) -> torch.Tensor | None:
+        return self._delta(len(self.sites), h) if self.has_head else None
+
+
+def head_logits(model: nn.Module, h: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
+    """float32 logits of the tied head plus an adapter's delta, soft-capped as GPT.logits."""
+    if delta is None:
+        return model.logits(h).float()
+    raw = F.linear(h, model.head_weight().to(h.dtype)).float() + delta.float()
+    cap = getattr(getattr(model, "config", None), "logit_softcap", 0.0)
+    return cap * torch.tanh(raw / cap) if cap else raw
+
+
+class DocBatch:
+    """B documents (rows; empty rows pad a short batch) stepped through their chunks."""
+
+    def __init__(self, model, tokens: np.ndarray, starts: np.ndarray, ntargets: np.ndarray,
+                 settings: LoraSettings, device: torch.device, amp: bool,
+                 adapters: BatchedLoRA | None):
+        b = settings.batch
+        self.model, self.tokens, self.s, self.device = model, tokens, settings, device
+        self.starts = np.zeros(b, dtype=np.int64)
+        self.ntargets = np.zeros(b, dtype=np.int64)
+        self.starts[: starts.size], self.ntargets[: ntargets.size] = starts, ntargets
+        self.nchunks = -(-self.ntargets // settings.chunk)
+        self.steps = int(self.nchunks.max(initial=0))
+        self.adapters = adapters
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
+                         else nullcontext())
+        self.optimizer = None
+        if adapters is not None:
+            adapters.reset()
+            self.optimizer = torch.optim.Adam(adapters.parameters(), lr=settings.lr,
+                                              betas=(settings.beta1, settings.beta2),
+                                              eps=settings.eps)
+
+    def _grid(self, rel: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+        valid = rel[None, :] < self.ntargets[:, None]
+        pos = np.minimum(self.starts[:, None] + rel[None, :] + shift, self.tokens.size - 1)
+        return np.where(valid, self.tokens[pos], 0).astype(np.int64), valid
+
+    def positions(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stream target indices [B, C] of chunk c and which of them exist."""
+        rel = c * self.s.chunk + np.arange(self.s.chunk)
+        valid = rel[None, :] < self.ntargets[:, None]
+        return self.starts[:, None] + rel[None, :], valid
+
+    def forward(self, c: int) -> torch.Tensor:
+        """float64 nats [B, C] of chunk c under the current adapters (autograd on when
+        adapting; padding positions hold garbage and are masked by the caller)."""
+        start, length = chunk_window(c, self.s.chunk, self.s.context)
+        inp, _ = self._grid(start + np.arange(length), 0)
+        tgt, _ = self._grid(c * self.s.chunk + np.arange(self.s.chunk), 1)
+        idx = torch.from_numpy(inp).to(self.device)
+        targets = torch.from_numpy(tgt).to(self.device)
+        hooks = self.adapters.installed() if self.adapters is not None else nullcontext()
+        with hooks, self.autocast:
+            h = self.model.hidden(idx)[:, -self.s.chunk:]
+        with torch.autocast(self.device.type, enabled=False):
+            h = h.float()
+            delta = self.adapters.head_delta(h) if self.adapters is not None else None
+            logits = head_logits(self.model, h, delta)
+        v = logits.size(-1)
+        return F.cross_entropy(logits.reshape(-1, v).double(), targets.reshape(-1),
+                               reduction="none").view(targets.shape)
+
+    def trains(self, c: int) -> np.ndarray:
+        """Rows that adapt after chunk c: every chunk but a document's last."""
+        return c < self.nchunks - 1
+
+    def step(self, c: int, nats: torch.Tensor) -> None:
+        """One Adam step on each training row's mean chunk loss (rows are independent)."""
+        rows = torch.from_numpy(self.trains(c)).to(nats.device)
+        loss = (nats * rows[:, None]).sum() / self.s.chunk
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def state(self) -> list[torch.Tensor]:
+        if self.adapters is None:
+            return []
+        return state_tensors(self.adapters, self.optimizer)
+
+
+class Tally:
+    """Scored sums of one rank (and per-target nats when asked), filled chunk by chunk."""
+
+    def __init__(self, target_bytes: np.ndarray, per_token: bool):
+        self.target_bytes = target_bytes
+        self.row_sums: list[float] = []
+        self.bytes = self.scored = 0
+        self.nats = np.full(target_bytes.size, np.nan) if per_token else None
+
+    def add(self, batch: DocBatch, c: int, nats: torch.Tensor) -> tuple[float, int]:
+        pos, valid = batch.positions(c)
+        values = nats.detach().cpu().numpy()
+        sums = [float(np.sum(values[r][valid[r]])) for r in range(values.shape[0])
+                if valid[r].any()]
+        where = pos[valid]
+        if self.nats is not None:
+            if not np.isnan(self.nats[where]).all():
+                raise GolfError("internal: a target was scored twice")
+            self.nats[where] = values[valid]
+        self.row_sums.extend(sums)
+        self.bytes += int(self.target_bytes[where].sum())
+        self.scored += int(where.size)
+        return math.fsum(sums), int(where.size)
+
+
+def score_first_loop(batch: DocBatch, ledger: ScoreFirstLedger, tally: Tally, key) -> None:
+    """The legal order: score chunk c, hand its sums back, then adapt on it."""
+    for c in range(batch.steps):
+        with ledger.scoring((key, c)) as rec:
+            nats = batch.forward(c)
+            rec.nats_sum, rec.tokens = tally.add(batch, c, nats)
+        if batch.adapters is not None and batch.trains(c).any():
+            with ledger.adapting((key, c)):
+                batch.step(c, nats)
+
+
+def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray,
+                  settings: LoraSettings = LoraSettings(), *, adapt: bool = True,
+                  device="cpu", rank: int = 0, world: int = 1, per_token: bool = False,
+                  progress: bool = False, bos_id: int = 1, amp: bool | None = None,
+                  _loop: Callable = score_first_loop) -> ScoreResult:
+    """Score every target of `tokens` with per-document LoRA TTT (adapt=False: the same
+    document/chunk schedule with the bare model, the no-TTT reference).
+
+    Ranks take every world-th batch of documents and all-reduce float64 sums (when a
+    process group runs). `_loop` is a testing seam: the tests plug in a deliberately
+    leaky order (adapt, then score) to show that the audit catches it. The model is left
+    exactly as it was (checked). `seconds` covers scoring and adapting every chunk of this
+    rank, nothing else (no loading, no warm-up).
+    """
+    tokens = np.asarray(tokens)
+    target_bytes = np.asarray(target_bytes, dtype=np.int64)
+    if target_bytes.shape != (max(0, tokens.size - 1),):
+        raise GolfError(f"target_bytes has shape {target_bytes.shape}, expected "
+                        f"({max(0, tokens.size - 1)},)")
+    if not hasattr(model, "hidden"):
+        raise GolfError("LoRA TTT needs a model with hidden() (final-norm states)")
+    device = torch.device(device)
+    amp = device.type == "cuda" if amp is None else amp
+    settings = resolve(settings, device)
+    starts, ntargets = split_documents(tokens, bos_id)
+    nchunks = -(-ntargets // settings.chunk)
+    order = np.lexsort((np.arange(starts.size), -nchunks))  # most chunks first, stable
+    batches = [order[i: i + settings.batch] for i in range(0, order.size, settings.batch)]
+    mine = batches[rank::world]
+    tally = Tally(target_bytes, per_token)
+    flags = [p.requires_grad for p in model.parameters()]
+    bar = _progress(progress and rank == 0, int(ntargets.sum()), adapt)
+    t0 = time.perf_counter()
+    with unchanged(lambda: state_tensors(model), "LoRA evaluation"):
+        model.requires_grad_(False)
+        if adapt:
+            drop_inference_caches(model)
+        adapters = (BatchedLoRA(model, settings.targets, settings.rank, settings.batch,
+                                settings.seed) if adapt else None)
+        try:
+            for i, sel in enumerate(mine):
+                batch = DocBatch(model, tokens, starts[sel], ntargets[sel], settings, device,
+                                 amp, adapters)
+                ledger = ScoreFirstLedger(batch.state)
+                grad = torch.enable_grad() if adapt else torch.inference_mode()
+                with grad:
+                    _loop(batch, ledger, tally, key=i)
+                if bar is not None:
+                    bar.update(int(ntargets[sel].sum()) * world)
+        finally:
+            for p, flag in zip(model.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+            if bar is not None:
+                bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    return _result(tally, seconds, len(batches), world)
+
+
+def _progress(on: bool, total: int, adapt: bool):
+    if not on:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tok", unit_scale=True, dynamic_ncols=True,
+                desc="LoRA TTT" if adapt else "doc chunks")
+
+
+def _result(tally: Tally, seconds: float, windows: int, world: int) -> ScoreResult:
+    sums = [math.fsum(tally.row_sums), tally.bytes, tally.scored]
+    nats = tally.nats
+    ranks = 1
+    if world > 1 and distributed.active_world() == world:
+        sums = distributed.all_reduce_sum(sums).tolist()
+        ranks = world
+        if nats is not None:
+            nats = distributed.merge_scored(nats)
+    return ScoreResult.from_sums(sums[0], int(sums[1]), int(sums[2]), seconds,
+                                 per_token_nats=nats, windows=windows,
+                                 n_targets=tally.target_bytes.size, ranks=ranks)

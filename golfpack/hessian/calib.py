@@ -1,0 +1,244 @@
+"""Calibration: H = Σ xᵀx of every linear layer's input, gathered with forward hooks.
+
+GPTQ and the fit-to-budget search weigh a weight error Δw of a layer y = W x by the
+layer's input second moment: the output error over the calibration tokens is
+Σ_rows Δw_r H Δw_rᵀ. H is collected here for every `nn.Linear` (keyed by its weight's
+state-dict name) and for the tied embedding, whose head input is the final-norm output
+(keyed "tok_emb.weight"). Layers that read the same input tensor (attention q/k/v) share
+one H object, so the O(n·d²) product is paid once and GPTQ can factor it once.
+
+Calibration tokens come from train shards (validation data is refused) or from the model
+itself (temperature 0.8, each sequence starting at BOS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from golfpack.errors import GolfError
+from golfpack.hessian.shardread import load_train_tokens
+
+BOS_ID = 1
+TIED_KEY = "tok_emb.weight"
+# fp32 products over at most this many rows are summed in float64 (bounded rounding).
+_CHUNK_ROWS = 4096
+
+
+@dataclass
+class Hessians:
+    """Σ xᵀx per weight name (float64 [cols, cols]); shared inputs share one tensor."""
+
+    H: dict[str, torch.Tensor]
+    n_tokens: dict[str, int]
+    source: str = ""
+    seconds: float = 0.0
+    groups: list[list[str]] = field(default_factory=list)  # names sharing one H, in order
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.H
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.H[name]
+
+    def names(self) -> list[str]:
+        return list(self.H)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _autocast(device: torch.device, enabled: bool | None):
+    """bf16 autocast on CUDA (how the model runs at evaluation); opt-in on CPU."""
+    on = device.type == "cuda" if enabled is None else enabled
+    if not on:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _has_tied_head(model: nn.Module) -> bool:
+    emb = getattr(model, "tok_emb", None)
+    return isinstance(emb, nn.Embedding) and callable(getattr(model, "logits", None))
+
+
+class _Accumulator:
+    """Adds xᵀx of each distinct input tensor to a float64 H (consecutive hooks that see
+    the very same tensor, e.g. q/k/v, reuse the previous product)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.H: dict[str, torch.Tensor] = {}
+        self.n: dict[str, int] = {}
+        self.alias: dict[str, str] = {}  # name -> owner name of its shared H
+        self._last: tuple[torch.Tensor, str] | None = None
+
+    def add(self, name: str, x: torch.Tensor) -> None:
+        shared = self._last[1] if self._last is not None and self._last[0] is x else None
+        if shared is not None and shared != name:
+            if self.alias.setdefault(name, shared) == shared and name not in self.H:
+                return
+            raise GolfError(f"calibration: {name} changed which layer it shares inputs with")
+        if name in self.alias:
+            raise GolfError(f"calibration: {name} stopped sharing its input with "
+                            f"{self.alias[name]}")
+        self._last = (x, name)
+        x2 = x.detach().reshape(-1, x.shape[-1])
+        acc = self.H.get(name)
+        if acc is None:
+            acc = self.H[name] = torch.zeros(x2.shape[1], x2.shape[1], dtype=torch.float64,
+                                             device=self.device)
+            self.n[name] = 0
+        # CUDA: float64 products (fast enough there); CPU: float32 chunks summed in float64.
+        work = torch.float64 if x2.device.type == "cuda" else torch.float32
+        for i in range(0, x2.shape[0], _CHUNK_ROWS):
+            c = x2[i:i + _CHUNK_ROWS].to(work)
+            acc += (c.T @ c).to(torch.float64)
+        self.n[name] += x2.shape[0]
+
+    def reset_batch(self) -> None:
+        self._last = None
+
+
+def collect_hessians(model: nn.Module, batches, autocast: bool | None = None,
+                     progress: bool = False, source: str = "") -> Hessians:
+    """Run `batches` (LongTensor [B, T] each) through `model` and return H per weight."""
+    import time
+
+    from tqdm import tqdm
+
+    device = _model_device(model)
+    acc = _Accumulator(device)
+    handles, linear_names = [], []
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            key = f"{mod_name}.weight"
+            linear_names.append(key)
+            handles.append(mod.register_forward_pre_hook(
+                lambda _m, args, key=key: acc.add(key, args[0])))
+    tied = _has_tied_head(model)
+    if tied:
+        original = model.logits
+
+        def logits_hook(h, *args, **kwargs):
+            acc.add(TIED_KEY, h)
+            return original(h, *args, **kwargs)
+
+        model.logits = logits_hook  # instance attribute shadows the method; removed below
+    if not linear_names and not tied:
+        raise GolfError("calibration: the model has no nn.Linear layers and no tied head")
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    n_batches = 0
+    try:
+        with torch.no_grad(), _autocast(device, autocast):
+            for batch in tqdm(batches, desc="calibrate", unit="batch", disable=not progress):
+                acc.reset_batch()
+                model(batch.to(device))
+                n_batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+        if tied:
+            del model.logits
+        model.train(was_training)
+    if n_batches == 0:
+        raise GolfError("calibration: no batches")
+    owners = {k: v.cpu() for k, v in acc.H.items()}
+    order = linear_names + ([TIED_KEY] if tied else [])
+    # Keep the model's parameter order; layers the batches never reached are left out.
+    H = {k: owners[acc.alias.get(k, k)] for k in order if acc.alias.get(k, k) in owners}
+    groups: dict[str, list[str]] = {}
+    for k in H:
+        groups.setdefault(acc.alias.get(k, k), []).append(k)
+    return Hessians(H=H, n_tokens={k: acc.n[acc.alias.get(k, k)] for k in H}, source=source,
+                    seconds=time.perf_counter() - t0, groups=list(groups.values()))
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def shard_batches(source, n_batches: int, batch_tokens: int, seq_len: int,
+                  vocab_size: int | None = None) -> list[torch.Tensor]:
+    """`n_batches` batches of `batch_tokens` tokens (rows of `seq_len`) from train shards."""
+    rows = _rows_per_batch(batch_tokens, seq_len)
+    tokens = load_train_tokens(source, n_batches * rows * seq_len, vocab_size)
+    t = torch.from_numpy(tokens.astype(np.int64)).view(n_batches, rows, seq_len)
+    return list(t.unbind(0))
+
+
+def _rows_per_batch(batch_tokens: int, seq_len: int) -> int:
+    if seq_len < 2 or batch_tokens < seq_len:
+        raise GolfError(f"calibration batches of {batch_tokens} tokens cannot hold one "
+                        f"sequence of {seq_len}")
+    return batch_tokens // seq_len
+
+
+def _next_token_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    hidden, head = getattr(model, "hidden", None), getattr(model, "logits", None)
+    if callable(hidden) and callable(head):
+        return head(hidden(idx)[:, -1:])[:, -1].float()
+    return model(idx)[:, -1].float()
+
+
+def generate_batches(model: nn.Module, n_batches: int, batch_tokens: int, seq_len: int,
+                     temperature: float = 0.8, seed: int = 0, bos_id: int = BOS_ID,
+                     autocast: bool | None = None, progress: bool = False
+                     ) -> list[torch.Tensor]:
+    """Self-calibration text: sequences sampled from the model at `temperature`, each
+    starting at BOS. Works for any model whose forward maps [B, T] ids to logits; the full
+    prefix is recomputed each step (no KV cache), so cost grows with seq_len²."""
+    from tqdm import tqdm
+
+    if temperature <= 0:
+        raise GolfError("self-calibration needs a temperature > 0")
+    rows = _rows_per_batch(batch_tokens, seq_len)
+    device = _model_device(model)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad(), _autocast(device, autocast):
+            for _ in tqdm(range(n_batches), desc="generate", unit="batch",
+                          disable=not progress):
+                idx = torch.full((rows, 1), bos_id, dtype=torch.long, device=device)
+                for _step in range(seq_len - 1):
+                    logits = _next_token_logits(model, idx).cpu()
+                    probs = torch.softmax(logits / temperature, dim=-1)
+                    nxt = torch.multinomial(probs, 1, generator=gen)
+                    idx = torch.cat([idx, nxt.to(device)], dim=1)
+                out.append(idx.cpu())
+    finally:
+        model.train(was_training)
+    return out
+
+
+def calibration_batches(model: nn.Module, source, n_batches: int = 16,
+                        batch_tokens: int = 16384, seq_len: int = 1024, seed: int = 0,
+                        autocast: bool | None = None, progress: bool = False
+                        ) -> tuple[list[torch.Tensor], str]:
+    """Token batches from `source`: a train-shard directory/glob, or "self" (generated by
+    the model) -> (batches, a label saying where they came from)."""
+    if str(source) == "self":
+        batches = generate_batches(model, n_batches, batch_tokens, seq_len, seed=seed,
+                                   autocast=autocast, progress=progress)
+        return batches, f"self-generated ({n_batches}x{batch_tokens} tokens, T=0.8, seed {seed})"
+    vocab = getattr(getattr(model, "tok_emb", None), "num_embeddings", None)
+    batches = shard_batches(source, n_batches, batch_tokens, seq_len, vocab)
+    return batches, f"{source} ({n_batches}x{batch_tokens} tokens)"
+
+
+def calibrate(model: nn.Module, source, n_batches: int = 16, batch_tokens: int = 16384,
+              seq_len: int = 1024, seed: int = 0, autocast: bool | None = None,
+              progress: bool = False) -> Hessians:
+    """Hessians from `source`: a train-shard directory/glob, or "self" (generated text)."""
+    batches, label = calibration_batches(model, source, n_batches, batch_tokens, seq_len, seed,
+                                         autocast, progress)
+    return collect_hessians(model, batches, autocast=autocast, progress=progress, source=label)

@@ -1,0 +1,166 @@
+"""compress --fit / --gptq end to end on a tiny model: real encodes land under the budget and
+within half a percent of it, artifacts load back, LQER entries round-trip, runs repeat."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from golfpack import accounting, checkpoint
+from golfpack.artifact import encode_artifact, parse_artifact
+from golfpack.errors import ArtifactError, CheckFailed
+from golfpack.hessian import calib, gptq, lqer
+from golfpack.hessian import pipeline as fitpack
+from golfpack.quant import lowrank
+from golfpack.quant import rows as quant
+from golfpack.quant.qmodel import QuantizedModel
+from trainer.model import GPT, GPTConfig
+
+CFG = dict(vocab_size=128, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2)
+SPEC = "@control=fp32;*=int6:gptq-lite"  # no @small rule: the tiny matrices get fitted
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**CFG))
+    for mod in m.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight, std=0.1)
+    batches = [torch.randint(0, 128, (4, 32), generator=torch.Generator().manual_seed(i))
+               for i in range(4)]
+    hs = calib.collect_hessians(m, batches)
+    return m, {k: v.detach() for k, v in m.state_dict().items()}, hs, batches
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    """Candidates measured once (the expensive part); each test fits budgets against it."""
+    return fitpack.prepare_fit(tiny[1], tiny[2], SPEC, bits=(4, 6, 8))
+
+
+def _fit(setup, budget, codec="zlib"):
+    return fitpack.run_fit(setup, CFG, budget, accounting.code_bytes(), codec=codec)
+
+
+def test_fit_lands_under_the_budget_and_within_half_a_percent(setup, tiny):
+    losses = []
+    for budget in (34_000, 41_000, 48_000, 55_000):
+        data, rep = _fit(setup, budget)
+        assert rep["total_bytes"] == len(data) <= budget
+        assert len(data) >= budget * 0.995, rep["fit"]["iterations"]
+        losses.append(rep["fit"]["predicted_loss"])
+    assert losses == sorted(losses, reverse=True) and losses[0] > losses[-1]
+    alloc = rep["fit"]["allocation"]
+    assert {r["name"] for r in alloc} == set(tiny[2].names())
+    assert all(r["actual_bytes"] > 0 and r["est_bytes"] > 0 for r in alloc)
+    assert set(parse_artifact(data).state_dict()) == set(tiny[1])
+    again, _ = _fit(setup, 55_000)
+    assert again == data  # same setup, same budget: the same bytes
+    # More than the widest candidates need: everything at its best, under the cap.
+    big, rep = _fit(setup, 200_000)
+    assert len(big) < 200_000 and rep["fit"]["fill"] < 0.5
+    assert {r["scheme"].split(":")[0] for r in rep["fit"]["allocation"]} == {"int8"}
+
+
+def test_fit_with_measured_sensitivity_and_lqer(tiny):
+    m, sd, hs, batches = tiny
+    st = fitpack.prepare_fit(sd, hs, SPEC, bits=(3, 5, 8), lqer_rank=2, lqer_top=2,
+                             sensitivity="family",
+                             loss_fn=fitpack.calibration_loss_fn(m, batches[:1]))
+    data, rep = _fit(st, 30_000)
+    assert len(data) <= 30_000
+    alphas = {r["alpha"] for r in rep["fit"]["allocation"]}
+    assert len(alphas) > 1 and all(x > 0 for x in alphas)
+    assert any(o.lqer_rank for tc in st.choices.values() for o in tc.options)
+    assert torch.equal(next(iter(m.state_dict().values())), next(iter(sd.values())))
+
+
+def test_lqer_entry_round_trips_through_the_artifact(tiny):
+    m, sd, hs, _ = tiny
+    name = "blocks.0.mlp.fc.weight"
+    prep = gptq.prepare_hessian(hs[name])
+    scheme = quant.parse_scheme("int3:gptq-lite")
+    r = gptq.quantize_gptq(sd[name], prep, scheme)
+    base = gptq.gptq_entry(name, sd[name], r, scheme)
+    lr = lqer.fit_lowrank(sd[name], quant.dequantize(r.codes, r.scales), prep, rank=3)
+    assert lr.err_after < lr.err_before
+    entry = lqer.lqer_entry(base, lr)
+    others = [gptq.gptq_entry(n, sd[n], gptq.quantize_gptq(sd[n], hs[n], scheme), scheme)
+              for n in ("blocks.1.mlp.fc.weight",)]
+    data, report = encode_artifact(QuantizedModel([entry] + others), CFG)
+    back = parse_artifact(data).state_dict()
+    want = quant.dequantize(r.codes, r.scales) + lr.correction()
+    assert torch.equal(back[name], want)
+    assert sum(t["bytes"] for t in report["tensors"]) + report["header_bytes"] == len(data)
+    # Damaged factor tables give one ArtifactError, never another exception.
+    entry.meta["rank"] = 99
+    with pytest.raises(ArtifactError, match="rank"):
+        lowrank.reconstruct_entry(entry)
+    entry.meta["rank"] = 3
+    entry.parts["lr_b"].data = entry.parts["lr_b"].data[:-1]
+    with pytest.raises(ArtifactError, match="lr_b"):
+        lowrank.reconstruct_entry(entry)
+
+
+def _write_shard(path, tokens):
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = (20240520, 1, len(tokens))
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+
+
+def test_gptq_compress_in_process(tiny):
+    _, sd, hs, _ = tiny
+    data, rep = fitpack.compress_hessian(sd, CFG, hs, 10**6, accounting.code_bytes(), SPEC,
+                                         codec="zlib")
+    assert rep["gptq"]["tensors"] == 13 and not rep["gptq"]["fallbacks"]
+    assert rep["total_bytes"] == len(data)
+    back = parse_artifact(data).state_dict()
+    name = "blocks.1.mlp.proj.weight"
+    r = gptq.quantize_gptq(sd[name], hs[name], quant.parse_scheme("int6:gptq-lite"))
+    assert torch.equal(back[name], quant.dequantize(r.codes, r.scales))
+
+
+def test_cli_fit(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from golfpack.cli import main
+
+    m, sd, _, _ = tiny
+    ck = tmp_path / "m.safetensors"
+    checkpoint.save(ck, sd, dict(CFG))
+    _write_shard(tmp_path / "fineweb_train_000000.bin",
+                 np.random.default_rng(0).integers(0, 128, 5000))
+    out = tmp_path / "f.golf"
+    args = ["compress", str(ck), "-o", str(out), "--fit", "--budget", "40000", "--sensitivity",
+            "hessian", "--scheme", SPEC, "--calib", str(tmp_path), "--calib-batches", "2",
+            "--calib-tokens", "128", "--calib-seq-len", "32", "--json", "--codec", "zlib",
+            "--fit-bits", "4,6,8"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert 0.995 * 40000 <= rep["total_bytes"] == os.path.getsize(out) <= 40000
+    assert rep["fit"]["allocation"] and rep["fit"]["iterations"]
+    r = CliRunner().invoke(main, args)  # never overwrites without --force
+    assert r.exit_code == 2 and "exists" in r.stderr
+    # the fit counts the code: code + artifact land under the same budget
+    code = tmp_path / "train_gpt.py"
+    code.write_text("x = 1\n" * 1000)  # 6,000 bytes
+    out2 = tmp_path / "g.golf"
+    r = CliRunner().invoke(main, [*args[:3], str(out2), *args[4:], "--code", str(code)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["code_bytes"] == 6000 and rep["model_bytes"] == os.path.getsize(out2)
+    assert 0.995 * 40000 <= rep["total_bytes"] <= 40000
+
+
+def test_impossible_budget_is_a_check_failure(setup):
+    with pytest.raises(CheckFailed, match="smallest candidates"):
+        _fit(setup, 3000)
