@@ -291,7 +291,7 @@ def compare(base: np.ndarray, other: np.ndarray, cut: int, atol: float) -> CutRe
 def run_audit(mode: AuditMode, tokens: np.ndarray, target_bytes_fn: Callable, vocab_size: int,
               positions: int = 8, seed: int = 0, atol: float = 0.0,
               on_cut: Callable | None = None, bos_id: int = 1, leaks: bool = False,
-              sweeps: int = 1, check_len: int = 1024,
+              sweeps: int | None = None, check_len: int = 1024,
               doc_isolation: bool | None = None) -> AuditReport:
     """Evaluate `tokens` and `positions` randomised-suffix copies; see the module doc.
     `target_bytes_fn(tokens)` gives the byte tables' int64 bytes per target; `bos_id`

@@ -52,6 +52,9 @@ def check_normalization(mode, tokens: np.ndarray, target_bytes_fn, vocab_size: i
     toks = np.asarray(tokens, dtype=np.int64)
     worst, first_bad, detail_bad = 0.0, None, ""
     dist = getattr(mode, "distributions", None)
+    if dist is None and positions <= 0:
+        return _check("normalization", True, "not tested: no candidate sweep asked for and "
+                      "the mode has no whole distributions", skipped=True)
     rows_checked = 0
     if dist is not None:
         part = toks[:dist_tokens] if dist_tokens else toks
@@ -178,13 +181,16 @@ def check_doc_isolation(mode, tokens: np.ndarray, target_bytes_fn, vocab_size: i
 
 
 def leak_checks(mode, tokens: np.ndarray, target_bytes_fn, vocab_size: int, *,
-                seq_len: int, sweeps: int = 1, positions: int = 8, seed: int = 0,
+                seq_len: int, sweeps: int | None = None, positions: int = 8, seed: int = 0,
                 atol: float = 0.0, bos_id: int = 1, doc_isolation: bool | None = None,
                 tol: float = NORM_TOL) -> list:
     """The three checks on one mode. The candidate sweeps run on the first seq_len + 1
     tokens (one window: vocab_size evaluations each); whole distributions on the first
     2 * seq_len + 1; document isolation on the whole stream when the mode (or the caller)
-    claims it, otherwise it is reported as not claimed."""
+    claims it, otherwise it is reported as not claimed. `sweeps=None`: none when the mode
+    has whole distributions (they cover every position), one otherwise."""
+    if sweeps is None:
+        sweeps = 0 if getattr(mode, "distributions", None) is not None else 1
     short = min(int(np.asarray(tokens).size), seq_len + 1)
     longer = min(int(np.asarray(tokens).size), 2 * seq_len + 1)
     out = [check_normalization(mode, tokens, target_bytes_fn, vocab_size, positions=sweeps,

@@ -13,7 +13,7 @@ DEFAULT_MAX_TOKENS = 65_536
 def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None, data,
                 tokenizer, mode, positions=8, max_tokens=DEFAULT_MAX_TOKENS, seq_len=1024,
                 stride=64, batch=4, doc_isolation=False, device="cpu", seed=0, atol=0.0,
-                ttt=None, force=False, on_cut=None, warn=None, leaks=True, sweeps=1):
+                ttt=None, force=False, on_cut=None, warn=None, leaks=True, sweeps=None):
     """Load the model and validation tokens, then run_audit -> (AuditReport, info dict).
     `leaks`: also the normalization / target-independence / document-isolation checks
     (`sweeps` candidate sweeps of vocab-size evaluations each)."""

@@ -29,10 +29,10 @@ from golfpack.errors import CheckFailed, GolfError
                    "registers can be audited; repeatable")
 @click.option("--leak-checks/--no-leak-checks", default=True, show_default=True,
               help="normalization, target independence and (when claimed) document isolation")
-@click.option("--sweeps", default=1, show_default=True,
+@click.option("--sweeps", type=int, default=None,
               help="normalization: positions whose every candidate next token is scored "
-                   "(vocab-size evaluations of seq_len + 1 tokens each; 0 = whole "
-                   "distributions only)")
+                   "(vocab-size evaluations of seq_len + 1 tokens each) [0 for modes with "
+                   "whole distributions (flat, sliding), else 1]")
 @click.option("--positions", default=8, show_default=True,
               help="cuts t to test (about half at document/chunk/block boundaries)")
 @click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True,
@@ -77,7 +77,7 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugi
 
     for name in plugins:
         load_plugin(name)
-    if sweeps < 0:
+    if sweeps is not None and sweeps < 0:
         raise GolfError("--sweeps must be >= 0")
     check_mode(mode)
     if threads:
