@@ -43,8 +43,7 @@ def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None,
              "pass a smaller --ttt-chunk or a larger --max-tokens")
     report = run_audit(audit_mode, tokens, tables.target_bytes, tables.vocab_size,
                        positions=positions, seed=seed, atol=atol, on_cut=on_cut,
-                       bos_id=cfg.bos_id, leaks=leaks, sweeps=sweeps, check_len=seq_len,
-                       doc_isolation=doc_isolation or None)
+                       bos_id=cfg.bos_id, leaks=leaks, sweeps=sweeps, check_len=seq_len)
     info = {"model": loaded.path, "device": str(dev), "data": os.fspath(data),
             "settings": ttt.to_dict() if ttt is not None else
             {"seq_len": seq_len, "stride": stride if mode != "flat" else None}}
