@@ -224,3 +224,19 @@ def test_cli_mode_from_a_plugin_module(tmp_path, tiny_shards, tiny_tokenizer, mo
     finally:
         MODES.pop("plugin-flat-minus", None)
         sys.modules.pop("golf_test_plugin", None)
+
+
+def test_plugin_from_a_py_file_and_a_missing_one(tmp_path):
+    from golfeval.audit.causality import check_mode, load_plugin
+    from golfpack.errors import GolfError
+
+    path = tmp_path / "golf_file_plugin.py"
+    path.write_text(textwrap.dedent(PLUGIN).replace("plugin-flat-minus", "file-plugin-mode"))
+    try:
+        load_plugin(str(path))
+        check_mode("file-plugin-mode")
+    finally:
+        MODES.pop("file-plugin-mode", None)
+        sys.modules.pop("golf_file_plugin", None)
+    with pytest.raises(GolfError, match="no such file"):
+        load_plugin(str(tmp_path / "absent.py"))

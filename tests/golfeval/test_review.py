@@ -220,3 +220,13 @@ def test_review_with_significance_and_usage_errors(shared_records, tmp_path):
                  ["review", str(rec), "--plot", str(tmp_path / "q.png")]):
         bad = runner.invoke(main, args)
         assert bad.exit_code == 2, (args, bad.output)
+
+
+def test_a_self_extracting_script_is_compared_as_shipped(tmp_path):
+    src = b"import os\n" + b"y = 2\n" * 300
+    wrapper, _ = self_extracting(src)
+    rec = _folder(tmp_path, [_log(len(wrapper), seed=s) for s in (1, 2, 3)], script=None)
+    (rec / "train_gpt.py").write_bytes(wrapper)
+    rv = review_record(rec)
+    assert rv.code.wrapper and all(r["code_note"] == "plain = recount" for r in rv.rows)
+    assert rv.rows[0]["total_recounted"] == 15_000_000 + len(wrapper)
