@@ -59,10 +59,13 @@ def print_review(rv) -> None:
         click.echo(f"n = {v.n}  mean {_fmt(v.mean, '.8f')}  std {_fmt(v.std, '.8f')}")
     if rv.significance:
         s = rv.significance
-        test = s["welch"] or s["one_sample"]
         click.echo(f"significance vs {'OLD runs' if s['old'] else s['sota_bpb']}: delta "
-                   f"{s['delta_bpb']:+.6f} bpb; t {_fmt(test['t'], '.3f')} "
-                   f"({s['t_convention']}); p {_fmt(test['p'], '.3g')}")
+                   f"{s['delta_bpb']:+.6f} bpb (sign: {s['t_convention']})")
+        for key in ("welch", "welch_margin", "one_sample", "one_sample_margin"):
+            t = s[key]
+            if t:
+                click.echo(f"  {key.replace('_', ' '):<18} t {_fmt(t['t'], '.3f'):>9}  "
+                           f"df {_fmt(t['df'], '.2f')}  p {_fmt(t['p'], '.3g')}")
         for name, vd in s["verdicts"].items():
             word = {True: "significant", False: "NOT significant", None: "cannot tell"}[
                 vd["significant"]]
@@ -77,7 +80,8 @@ def print_review(rv) -> None:
 @click.option("--sota", multiple=True, help="state of the art to test against: record folder, "
               "log file or comma-separated val_bpb values (repeat to pool)")
 @click.option("--sota-bpb", type=float, default=None, help="fixed SOTA val_bpb")
-@click.option("--code", "code_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--code", "code_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
               help="recount these files instead of the folder's train_gpt.py (the first is the "
                    "script; folder-local modules it imports are followed)")
 @click.option("--rule", type=click.Choice(["readme", "frontier"]), default="readme",
