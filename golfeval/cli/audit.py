@@ -118,6 +118,7 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugi
         click.echo(f"{verdict} {mode} on {report.tokens:,} tokens, {len(report.cuts)} cuts, "
                    f"{report.seconds:.1f} s{where}")
     if not report.passed:
+        bad = [c.name for c in report.checks if not c.ok]
         what = (f"position {report.first_violation:,}" if report.first_violation is not None
-                else "accounting")
+                else ", ".join(bad) or "accounting")
         raise CheckFailed(f"audit of {mode} failed at {what}")
