@@ -20,6 +20,8 @@ from golfeval.records.select import (
     is_known_label,
     metric_from_line,
 )
+from golfeval.records.sidelines import PREFIXES as SIDE_PREFIXES
+from golfeval.records.sidelines import closest_line, names_bpb, timing_line
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
 _FINAL = re.compile(rf"^(?P<pre>.*?)\bval_loss\s*[:=]\s*(?P<loss>{_NUM})\s*(?:sliding\s+)?"
@@ -45,11 +47,6 @@ _PARAMS = re.compile(r"(?:^|\s)(?:model_)?params:(\d+)")
 _HP_ITEM = re.compile(r"^\s+([A-Za-z_]\w*):\s?(.*)$")
 _KV = re.compile(r"^([A-Za-z_][\w.]*)[:=](\S*)$")
 _TIMESTAMP = re.compile(r"^\[?\d{10,13}(?:\.\d+)?\]?(?:\s*[|:-])?\s+")
-_TOTAL_EVAL = re.compile(r"^total_eval_time\s*[:=]\s*(\d+(?:\.\d+)?)\s*(ms|s)\b")
-_DURATION = re.compile(r"(?:\bin\s+|\(|\btook\s+|\bdone\s+)(\d+(?:\.\d+)?)\s*(ms|s)\b")
-_RESERVE = re.compile(r"^gptq:reserv\w*\s+(\d+(?:\.\d+)?)\s*s\b", re.I)
-_CALIB_START = ("gptq", "calib", "hessian", "quantiz")
-_LOOSE_BPB = re.compile(rf"(?:\b|_)bpb\b\s*[:=]?\s*({_NUM})", re.I)
 _CODE_START = ('"""', "'''", "import ", "def ", "class ", "async def ", "#!", "@")
 # Per-run config keys that differ between seeds by design (or hold machine paths).
 _VOLATILE = {"seed", "run_id", "logfile", "rank", "local_rank", "is_main_process", "pattern",
@@ -167,8 +164,7 @@ def _detect_timestamps(lines: list[str]) -> bool:
 # else (TTT progress, warm-up steps, nvidia-smi tables) is dropped with two C-level checks.
 _LATE_PREFIXES = ("Total submission", "Serialized model", "Code size", "stopping_early",
                   "final_eval_mode", "budget:", "artifact", "using:", "valid:", "seed",
-                  "Hyperparameters", "--- Hyperparameters", "total_eval", "ttt_lora:compile",
-                  "GPTQ", "gptq", "calib", "Calib", "Hessian", "hessian", "Quantiz", "quantiz")
+                  "Hyperparameters", "--- Hyperparameters") + SIDE_PREFIXES
 _NOISE_START = frozenset("|+W[*")
 _WARMUP = ("warmup", "loop_warmup")
 
@@ -347,27 +343,8 @@ def _dispatch(cur: _Run, line: str, lineno: int) -> None:
     if m:
         log.val_tokens = int(m.group(1))
         return
-    if line.startswith("total_eval"):
-        m = _TOTAL_EVAL.match(line)
-        if m:
-            log.total_eval_s = float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
+    if timing_line(log, line, lineno, after_clock=log.stopped_early or not cur.in_header):
         return
-    if line.startswith("ttt_lora:compile") or (line.startswith("ttt") and "warm" in line):
-        d = _DURATION.search(line)
-        if d and "done" in line:
-            log.eval_extra.append({"what": "TTT compile warm-up", "line": lineno,
-                                   "seconds": _seconds(d), "counted": False})
-        return
-    if line[:8].lower().startswith(_CALIB_START):
-        r = _RESERVE.match(line)
-        if r:
-            log.calib_reserve_s = float(r.group(1))
-            return
-        d = _DURATION.search(line) if (log.stopped_early or not cur.in_header) else None
-        if d:
-            log.post_clock.append({"what": line.split(":", 1)[0] + " calibration", "line": lineno,
-                                   "seconds": _seconds(d), "text": line[:160]})
-            return
     if line.startswith("budget:"):
         m = _BUDGET.match(line)
         if m:
@@ -392,15 +369,11 @@ def _dispatch(cur: _Run, line: str, lineno: int) -> None:
     if m:
         _harness(log, m.group(1), m.group(2))
         return
-    if ("bpb" in line or "BPB" in line) and _LOOSE_BPB.search(line):
+    if names_bpb(line):
         cur.loose = (lineno, line)
         return
     if cur.in_header:
         _header_kv(cur, line)
-
-
-def _seconds(m) -> float:
-    return float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
 
 
 def _header_kv(cur: _Run, line: str) -> None:
@@ -494,19 +467,10 @@ def _finish(cur: _Run) -> RunLog:
 
 
 def _closest(cur: _Run) -> dict | None:
-    """The line nearest to a final score: a line naming a bpb in its own words, an
-    unranked evaluation line, or the last evaluation printed during training."""
-    cands = []
-    if cur.loose:
-        cands.append(cur.loose)
-    for m in cur.finals + cur.other_lines:
-        cands.append((m.line, cur.lines[m.line - 1]))
+    cands = [cur.loose] if cur.loose else []
+    cands += [(m.line, cur.lines[m.line - 1]) for m in cur.finals + cur.other_lines]
     if cur.last_val:
         cands.append((cur.last_val_line, cur.last_val))
-    if not cands:
-        return None
-    line, text = max(cands, key=lambda c: c[0])
-    text = _TIMESTAMP.sub("", text.strip(), count=1)
-    return {"line": line, "text": text[:200]}
+    return closest_line(cands, lambda t: _TIMESTAMP.sub("", t, count=1))
 
 
