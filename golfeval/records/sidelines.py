@@ -10,6 +10,7 @@ import re
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _TOTAL_EVAL = re.compile(r"^total_eval_time\s*[:=]\s*(\d+(?:\.\d+)?)\s*(ms|s)\b")
 _DURATION = re.compile(r"(?:\bin\s+|\(|\btook\s+|\bdone\s+)(\d+(?:\.\d+)?)\s*(ms|s)\b")
+_ANY_DURATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(ms|s)\b")
 _RESERVE = re.compile(r"^gptq:reserv\w*\s+(\d+(?:\.\d+)?)\s*s\b", re.I)
 _CALIB_START = ("gptq", "calib", "hessian", "quantiz")
 _LOOSE_BPB = re.compile(rf"(?:\b|_)bpb\b\s*[:=]?\s*({_NUM})", re.I)
@@ -40,7 +41,7 @@ def timing_line(log, line: str, lineno: int, after_clock: bool) -> bool:
         if r:
             log.calib_reserve_s = float(r.group(1))
             return True
-        d = _DURATION.search(line) if after_clock else None
+        d = (_DURATION.search(line) or _ANY_DURATION.search(line)) if after_clock else None
         if d:
             log.post_clock.append({"what": line.split(":", 1)[0] + " calibration",
                                    "line": lineno, "seconds": _seconds(d), "text": line[:160]})

@@ -156,3 +156,23 @@ def test_t_has_the_maintainers_sign_and_p_is_unchanged():
     one = one_sample(new, 1.12)
     assert one["t"] < 0 and one["p"] < 0.01
     assert "negative when NEW is better" in T_CONVENTION
+
+
+@pytest.mark.parametrize("line,seconds", [
+    ("GPTQ:collected 67 Hessians in 3.4s", 3.4),
+    ("gptq calibration: 128 batches, 45.2s", 45.2),
+    ("calibration done (812ms)", 0.812),
+    ("Hessian collection took 12 s", 12.0),
+])
+def test_calibration_after_the_clock_is_timed(line, seconds):
+    log = one(HEAD + line + "\n" + FAILED_TTT[len(HEAD):])
+    assert [w["seconds"] for w in log.post_clock] == [pytest.approx(seconds)]
+
+
+def test_calibration_reserve_and_eval_totals():
+    text = HEAD.replace("seed:42\n", "seed:42\ngptq:reserving 4s, effective=596000ms\n") + \
+        "ttt_lora:compile warmup done (85.8s)\ntotal_eval_time:332.1s\n" + FAILED_TTT[len(HEAD):]
+    log = one(text)
+    assert log.calib_reserve_s == 4.0 and log.total_eval_s == 332.1
+    assert log.eval_extra == [{"what": "TTT compile warm-up", "line": 11, "seconds": 85.8,
+                               "counted": False}]
