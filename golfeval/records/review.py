@@ -143,6 +143,9 @@ def _code_checks(run, code: CodeCount, flags: list) -> tuple[int | None, str]:
         cr = code.files[0].newline_bytes
         if plain == shipped_raw:
             notes.append("plain = recount")
+        elif code.wrapper is not None and plain == code.wrapper["payload_bytes"]:
+            notes.append(f"plain {plain:,} = the unpacked payload; the shipped wrapper is "
+                         f"{shipped_raw:,} B")
         elif plain == script and len(code.files) > 1:
             extra = shipped_raw - script
             flags.append(_flag("code_modules_uncounted", "warning", f"{run.name}: the log "

@@ -230,3 +230,14 @@ def test_a_self_extracting_script_is_compared_as_shipped(tmp_path):
     rv = review_record(rec)
     assert rv.code.wrapper and all(r["code_note"] == "plain = recount" for r in rv.rows)
     assert rv.rows[0]["total_recounted"] == 15_000_000 + len(wrapper)
+
+
+def test_a_log_that_counted_the_unpacked_payload_is_explained(tmp_path):
+    src = b"import os\n" + b"z = 3\n" * 300
+    wrapper, _ = self_extracting(src)
+    payload, _ = unwrap(wrapper)
+    rec = _folder(tmp_path, [_log(len(payload), seed=s) for s in (1, 2, 3)], script=None)
+    (rec / "train_gpt.py").write_bytes(wrapper)
+    rv = review_record(rec)
+    assert all("unpacked payload" in r["code_note"] for r in rv.rows)
+    assert not [f for f in rv.flags if f["code"].startswith("code")]
