@@ -157,19 +157,20 @@ def test_reference_scripts_recount(shared_records, reference):
              "caseops_2026-04-18/train_gpt.py": "2026-04-18_PR1626_CaseOps_Taper",
              "sdclip_2026-04-05/train_gpt_human.py":
                  "2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2"}
+    reviews = {}
     for script, folder in pairs.items():
-        rv = review_record(shared_records / "track_10min_16mb" / folder,
-                           code_files=[reference / script])
-        assert rv.code.recipe_bytes and rv.code.minified_bytes, script
+        readable = script.startswith("sdclip")  # its logs print the raw size only
+        rv = reviews[script] = review_record(shared_records / "track_10min_16mb" / folder,
+                                             code_files=[reference / script],
+                                             compressed=not readable)
         warn = [f for f in rv.flags if f["code"].startswith("code") and
                 f["severity"] != "info"]
-        if script.startswith("sdclip"):  # the readable twin of a packed script: not it
+        if readable:  # the readable twin of a packed script: not the script that ran
             assert warn and all(f["code"] == "code_mismatch" for f in warn)
         else:
+            assert rv.code.recipe_bytes and rv.code.minified_bytes, script
             assert not warn, (script, warn)
-    phased = review_record(shared_records / "track_10min_16mb" / pairs[
-        "phased_ttt_2026-04-14/train_gpt.py"], code_files=[
-        reference / "phased_ttt_2026-04-14/train_gpt.py"])
+    phased = reviews["phased_ttt_2026-04-14/train_gpt.py"]
     assert all(r["code_note"].startswith("plain = recount") for r in phased.rows)
     # caseops' lossless_caps.py builds the data; the script does not import it
     c = count_code(files=[reference / "caseops_2026-04-18" / "train_gpt.py"], compressed=False)
