@@ -158,6 +158,12 @@ def _code_checks(run, code: CodeCount, flags: list) -> tuple[int | None, str]:
                 part is None or uses != "plain" or part == plain):
             notes.append(f"plain {plain:,} vs recount {shipped_raw:,} ({shipped_raw - plain:+,} "
                          "B): the script was edited after the run")
+        elif code.wrapper is None and compressed_recount and \
+                abs(plain / compressed_recount - 1.0) <= MINIFIER_TOLERANCE:
+            notes.append(f"plain {plain:,} vs packed recount {compressed_recount:,} "
+                         f"({compressed_recount / plain - 1.0:+.2%}): the run shipped this "
+                         "code packed (self-extracting)")
+            uses = "compressed"
         else:
             flags.append(_flag("code_mismatch", "warning", f"{run.name}: logged code "
                                f"{plain:,} B, the folder's code is {shipped_raw:,} B "
