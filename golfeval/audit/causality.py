@@ -11,6 +11,9 @@ equals the number of scored positions) and accounting (the reported nats equal t
 sum; the reported bytes equal the byte tables' sum over the scored targets).
 
 New modes plug in with `register("name")` on a factory (model, AuditConfig) -> AuditMode.
+The leak checks of golfeval.audit.checks (normalization, target independence, document
+isolation) run on the same modes; a mode may add `distributions` (whole predicted
+distributions) and declare `doc_isolated`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class AuditMode:
     evaluate: Evaluator
     expected_scored: Callable[[int], int] = lambda n_tokens: max(0, n_tokens - 1)
     boundaries: Callable[[np.ndarray], Iterable[int]] = lambda tokens: ()
+    # optional: tokens -> float64 [n-1, vocab] log-probabilities (NaN rows: not scored)
+    distributions: Callable[[np.ndarray], np.ndarray] | None = None
+    doc_isolated: bool = False  # the mode claims documents never see each other
 
 
 @dataclass
@@ -63,6 +69,31 @@ def check_mode(name: str) -> None:
         raise GolfError(f"unknown audit mode {name!r} (one of {', '.join(sorted(MODES))})")
 
 
+def load_plugin(name: str) -> None:
+    """Import a module the user named (a dotted name, or a path to a .py file) so that the
+    modes it registers become auditable. Nothing is imported unless named."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    try:
+        if name.endswith(".py"):
+            if not os.path.isfile(name):
+                raise GolfError(f"plugin {name}: no such file")
+            mod_name = os.path.splitext(os.path.basename(name))[0]
+            spec = importlib.util.spec_from_file_location(mod_name, name)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.append(os.getcwd())
+            importlib.import_module(name)
+    except ImportError as exc:
+        raise GolfError(f"cannot import plugin {name}: {exc}") from None
+
+
 def build_mode(name: str, model, config: AuditConfig) -> AuditMode:
     check_mode(name)
     return MODES[name](model, config)
@@ -79,7 +110,16 @@ def _flat(model, cfg: AuditConfig) -> AuditMode:
 
     return AuditMode("flat", evaluate,
                      lambda n: (max(0, n - 1) // cfg.seq_len) * cfg.seq_len,
-                     lambda tokens: range(cfg.seq_len, tokens.size, cfg.seq_len))
+                     lambda tokens: range(cfg.seq_len, tokens.size, cfg.seq_len),
+                     distributions=_distributions(model, cfg, "flat"),
+                     doc_isolated=cfg.doc_isolation)
+
+
+def _distributions(model, cfg: AuditConfig, mode: str):
+    from golfeval.audit.distributions import window_distributions
+
+    return lambda tokens: window_distributions(model, tokens, mode, cfg.seq_len, cfg.stride,
+                                               cfg.doc_isolation, cfg.device, cfg.bos_id)
 
 
 @register("sliding")
@@ -92,7 +132,9 @@ def _sliding(model, cfg: AuditConfig) -> AuditMode:
                             device=cfg.device, per_token=True, bos_id=cfg.bos_id)
 
     return AuditMode("sliding", evaluate,
-                     boundaries=lambda tokens: range(cfg.seq_len, tokens.size, cfg.stride))
+                     boundaries=lambda tokens: range(cfg.seq_len, tokens.size, cfg.stride),
+                     distributions=_distributions(model, cfg, "sliding"),
+                     doc_isolated=cfg.doc_isolation)
 
 
 @register("lora")
@@ -112,7 +154,7 @@ def _lora(model, cfg: AuditConfig) -> AuditMode:
             out.extend(range(int(a) + s.chunk, int(a + n), s.chunk))
         return out
 
-    return AuditMode("lora", evaluate, boundaries=boundaries)
+    return AuditMode("lora", evaluate, boundaries=boundaries, doc_isolated=True)
 
 
 @register("sgd")
@@ -136,6 +178,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    position: int | None = None  # first offending token position, for the leak checks
+    skipped: bool = False  # the check could not apply to this mode (counts as no failure)
 
 
 @dataclass
@@ -163,6 +207,7 @@ class AuditReport:
     @property
     def first_violation(self) -> int | None:
         bad = [c.first_violation for c in self.cuts if c.first_violation is not None]
+        bad += [c.position for c in self.checks if not c.ok and c.position is not None]
         return min(bad) if bad else None
 
     def to_dict(self) -> dict:
@@ -245,10 +290,14 @@ def compare(base: np.ndarray, other: np.ndarray, cut: int, atol: float) -> CutRe
 
 def run_audit(mode: AuditMode, tokens: np.ndarray, target_bytes_fn: Callable, vocab_size: int,
               positions: int = 8, seed: int = 0, atol: float = 0.0,
-              on_cut: Callable | None = None, bos_id: int = 1) -> AuditReport:
+              on_cut: Callable | None = None, bos_id: int = 1, leaks: bool = False,
+              sweeps: int | None = None, check_len: int = 1024,
+              doc_isolation: bool | None = None) -> AuditReport:
     """Evaluate `tokens` and `positions` randomised-suffix copies; see the module doc.
     `target_bytes_fn(tokens)` gives the byte tables' int64 bytes per target; `bos_id`
-    marks the document starts, one of which is always cut."""
+    marks the document starts, one of which is always cut. `leaks` adds the checks of
+    golfeval.audit.checks (`sweeps` candidate sweeps on the first check_len + 1 tokens;
+    document isolation when `doc_isolation` or the mode claims it)."""
     t0 = time.perf_counter()
     tokens = np.asarray(tokens).astype(np.int64)
     if tokens.size < 3:
@@ -279,5 +328,12 @@ def run_audit(mode: AuditMode, tokens: np.ndarray, target_bytes_fn: Callable, vo
         report.cuts.append(res)
         if on_cut is not None:
             on_cut(res)
+    if leaks:
+        from golfeval.audit.checks import leak_checks
+
+        report.checks += leak_checks(mode, tokens, target_bytes_fn, vocab_size,
+                                     seq_len=check_len, sweeps=sweeps, positions=positions,
+                                     seed=seed, atol=atol, bos_id=bos_id,
+                                     doc_isolation=doc_isolation)
     report.seconds = time.perf_counter() - t0
     return report

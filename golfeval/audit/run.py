@@ -13,8 +13,10 @@ DEFAULT_MAX_TOKENS = 65_536
 def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None, data,
                 tokenizer, mode, positions=8, max_tokens=DEFAULT_MAX_TOKENS, seq_len=1024,
                 stride=64, batch=4, doc_isolation=False, device="cpu", seed=0, atol=0.0,
-                ttt=None, force=False, on_cut=None, warn=None):
-    """Load the model and validation tokens, then run_audit -> (AuditReport, info dict)."""
+                ttt=None, force=False, on_cut=None, warn=None, leaks=True, sweeps=None):
+    """Load the model and validation tokens, then run_audit -> (AuditReport, info dict).
+    `leaks`: also the normalization / target-independence / document-isolation checks
+    (`sweeps` candidate sweeps of vocab-size evaluations each)."""
     from golfeval.audit.causality import AuditConfig, build_mode, run_audit
     from golfeval.data.bytetables import ByteTables
     from golfeval.data.shards import load_tokens
@@ -41,7 +43,7 @@ def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None,
              "pass a smaller --ttt-chunk or a larger --max-tokens")
     report = run_audit(audit_mode, tokens, tables.target_bytes, tables.vocab_size,
                        positions=positions, seed=seed, atol=atol, on_cut=on_cut,
-                       bos_id=cfg.bos_id)
+                       bos_id=cfg.bos_id, leaks=leaks, sweeps=sweeps, check_len=seq_len)
     info = {"model": loaded.path, "device": str(dev), "data": os.fspath(data),
             "settings": ttt.to_dict() if ttt is not None else
             {"seq_len": seq_len, "stride": stride if mode != "flat" else None}}

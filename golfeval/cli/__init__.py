@@ -15,6 +15,7 @@ COMMANDS = {
     "verify": "golfeval.cli.logs:verify",
     "significance": "golfeval.cli.logs:significance",
     "seeds-needed": "golfeval.cli.logs:seeds_needed",
+    "review": "golfeval.cli.review:review",
 }
 
 

@@ -8,7 +8,7 @@ import click
 from golfeval.audit.run import DEFAULT_MAX_TOKENS, audit_model
 from golfeval.cli.ttt_options import refuse_stray_ttt_flags, ttt_options
 from golfpack.cli.kit import emit_json
-from golfpack.errors import CheckFailed
+from golfpack.errors import CheckFailed, GolfError
 
 
 @click.command("audit")
@@ -23,7 +23,16 @@ from golfpack.errors import CheckFailed
               help="sentencepiece .model (its byte tables count the random suffixes too)")
 @click.option("--mode", required=True,
               help="evaluation mode to audit: flat, sliding, lora, sgd, or any mode registered "
-                   "with golfeval.audit.causality.register")
+                   "with golfeval.audit.causality.register (see --plugin)")
+@click.option("--plugin", "plugins", multiple=True,
+              help="import this module (dotted name or .py file) first, so the modes it "
+                   "registers can be audited; repeatable")
+@click.option("--leak-checks/--no-leak-checks", default=True, show_default=True,
+              help="normalization, target independence and (when claimed) document isolation")
+@click.option("--sweeps", type=int, default=None,
+              help="normalization: positions whose every candidate next token is scored "
+                   "(vocab-size evaluations of seq_len + 1 tokens each) [0 for modes with "
+                   "whole distributions (flat, sliding), else 1]")
 @click.option("--positions", default=8, show_default=True,
               help="cuts t to test (about half at document/chunk/block boundaries)")
 @click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True,
@@ -45,19 +54,31 @@ from golfpack.errors import CheckFailed
 @click.option("--threads", type=int, default=None, help="CPU threads")
 @click.option("--force", is_flag=True, help="audit despite a tokenizer hash mismatch")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, positions,
+def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugins,
+          leak_checks, sweeps, positions,
           max_tokens, seq_len, stride, batch, doc_isolation, ttt_rank, ttt_chunk, ttt_lr,
           ttt_epochs, ttt_targets, device, atol, seed, threads, force, as_json):
     """Prove an evaluation mode causal on real tokens.
 
     Scores the stream, then copies whose tokens after a cut t are random; the loss of
     every token at positions 1..t must not change (bit for bit on CPU). Also checks that
-    each target is scored exactly once and that the bytes equal the tables' sum. Prints
-    PASS or FAIL with the first violating position; exit 1 on FAIL.
+    each target is scored exactly once and that the bytes equal the tables' sum.
+
+    Leak checks (on by default): normalization (the scored probabilities of every candidate
+    next token sum to 1, float64, |sum - 1| <= 1e-6; whole distributions where the mode has
+    them, plus --sweeps candidate sweeps for any mode), target independence (replacing the
+    next token must not change the distribution that predicts it), and with
+    --doc-isolation (or a mode that isolates documents, like lora) document isolation (a
+    document's losses do not change when the previous document changes). Prints PASS or
+    FAIL with the first offending position; exit 1 on FAIL.
     """
-    from golfeval.audit.causality import check_mode
+    from golfeval.audit.causality import check_mode, load_plugin
     from golfeval.ttt.settings import make_settings
 
+    for name in plugins:
+        load_plugin(name)
+    if sweeps is not None and sweeps < 0:
+        raise GolfError("--sweeps must be >= 0")
     check_mode(mode)
     if threads:
         import torch
@@ -83,18 +104,21 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, posit
         data=data, tokenizer=tokenizer, mode=mode, positions=positions,
         max_tokens=max_tokens, seq_len=seq_len, stride=stride, batch=batch,
         doc_isolation=doc_isolation, device=device, seed=seed, atol=atol, ttt=ttt,
-        force=force, on_cut=show, warn=lambda m: click.echo(f"warning: {m}", err=True))
+        force=force, on_cut=show, warn=lambda m: click.echo(f"warning: {m}", err=True),
+        leaks=leak_checks, sweeps=sweeps)
     if as_json:
         emit_json({**report.to_dict(), **info})
     else:
         for c in report.checks:
-            click.echo(f"  {c.name:<22} {'ok  ' if c.ok else 'FAIL'} {c.detail}")
+            state = "skip" if c.skipped else ("ok  " if c.ok else "FAIL")
+            click.echo(f"  {c.name:<22} {state} {c.detail}")
         verdict = "PASS" if report.passed else "FAIL"
         where = ("" if report.first_violation is None
                  else f": first violating position {report.first_violation:,}")
         click.echo(f"{verdict} {mode} on {report.tokens:,} tokens, {len(report.cuts)} cuts, "
                    f"{report.seconds:.1f} s{where}")
     if not report.passed:
+        bad = [c.name for c in report.checks if not c.ok]
         what = (f"position {report.first_violation:,}" if report.first_violation is not None
-                else "accounting")
+                else ", ".join(bad) or "accounting")
         raise CheckFailed(f"audit of {mode} failed at {what}")

@@ -235,6 +235,7 @@ def _print_significance(res: dict) -> None:
             rows.append([key.replace("_", " "), _fmt(t["t"], ".4f"), _fmt(t["df"], ".2f"),
                          _fmt(t["p"], ".3g")])
     click.echo(_table(rows, indent=""))
+    click.echo(f"sign: {res['t_convention']}")
     for name, v in res["verdicts"].items():
         word = {True: "significant", False: "NOT significant", None: "cannot tell"}[
             v["significant"]]

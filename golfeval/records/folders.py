@@ -309,7 +309,7 @@ def _fingerprint(log: RunLog) -> tuple:
 
 def _looks_like_log(runs: list[RunLog]) -> bool:
     return any(r.metrics or r.steps is not None or r.echo_seed is not None or r.tokenizer
-               or r.val_tokens or r.total_bytes for r in runs)
+               or r.val_tokens or r.total_bytes or r.closest for r in runs)
 
 
 def read_log_file(path) -> RecordFolder:

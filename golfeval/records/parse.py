@@ -20,6 +20,8 @@ from golfeval.records.select import (
     is_known_label,
     metric_from_line,
 )
+from golfeval.records.sidelines import PREFIXES as SIDE_PREFIXES
+from golfeval.records.sidelines import closest_line, names_bpb, timing_line
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
 _FINAL = re.compile(rf"^(?P<pre>.*?)\bval_loss\s*[:=]\s*(?P<loss>{_NUM})\s*(?:sliding\s+)?"
@@ -84,6 +86,13 @@ class RunLog:
     tokenizer: str | None = None
     model_params: int | None = None
     byte_sidecar: bool = False
+    code_plain: int | None = None  # `Code size: N` / `Code size (uncompressed): N`
+    code_compressed: int | None = None  # `Code size (compressed): N`
+    total_eval_s: float | None = None  # `total_eval_time:` as printed
+    eval_extra: list = field(default_factory=list)  # TTT warm-ups: {what, line, seconds}
+    post_clock: list = field(default_factory=list)  # calibration after the training clock
+    calib_reserve_s: float | None = None  # seconds reserved from the training budget
+    closest: dict | None = None  # {line, text}: nearest thing to a score when none is final
     last_progress_bpb: float | None = None
     harness: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
@@ -102,7 +111,8 @@ class RunLog:
             "val_bpb", "label", "kind", "ambiguity", "train_time_ms", "steps", "planned_steps",
             "step_avg_ms", "stopped_early", "eval_only", "total_bytes", "compressor",
             "model_bytes", "code_bytes", "val_tokens", "tokenizer", "model_params",
-            "byte_sidecar", "harness", "notes")}
+            "byte_sidecar", "code_plain", "code_compressed", "total_eval_s", "eval_extra",
+            "post_clock", "calib_reserve_s", "closest", "harness", "notes")}
         d["metrics"] = [m.to_dict() for m in self.metrics]
         if config:
             d["config"] = dict(self.config)
@@ -122,13 +132,16 @@ class _Run:
         self.last_timed = None
         self.last_avg = None
         self.last_val = None
+        self.last_val_line = 0
         self.in_header = True
         self.untagged_total: int | None = None
         self.code_plain: int | None = None
+        self.loose: tuple[int, str] | None = None  # last line naming a bpb in its own words
 
     @property
     def started(self) -> bool:
-        return self.last_progress is not None or bool(self.finals) or bool(self.other_lines)
+        return self.last_progress is not None or bool(self.finals) or bool(self.other_lines) \
+            or self.loose is not None
 
     def mentions_ttt(self) -> bool:
         """Whether any non-indented line of this run talks about test-time training."""
@@ -151,7 +164,7 @@ def _detect_timestamps(lines: list[str]) -> bool:
 # else (TTT progress, warm-up steps, nvidia-smi tables) is dropped with two C-level checks.
 _LATE_PREFIXES = ("Total submission", "Serialized model", "Code size", "stopping_early",
                   "final_eval_mode", "budget:", "artifact", "using:", "valid:", "seed",
-                  "Hyperparameters", "--- Hyperparameters")
+                  "Hyperparameters", "--- Hyperparameters") + SIDE_PREFIXES
 _NOISE_START = frozenset("|+W[*")
 _WARMUP = ("warmup", "loop_warmup")
 
@@ -206,7 +219,7 @@ def parse_text(text: str, skip_code: bool = True) -> list[RunLog]:
                 if "avg" in line:
                     cur.last_avg = line
                 if "val_bpb" in line:
-                    cur.last_val = line
+                    cur.last_val, cur.last_val_line = line, lineno
                 cur.log.last_line = lineno
                 continue
         elif skip_code and (line.startswith(_CODE_START) or (
@@ -223,7 +236,8 @@ def parse_text(text: str, skip_code: bool = True) -> list[RunLog]:
         if cur.in_header:
             if line.startswith(_WARMUP):
                 continue
-        elif "val_" not in line and not line.startswith(_LATE_PREFIXES):
+        elif "val_" not in line and not line.startswith(_LATE_PREFIXES) and \
+                "bpb" not in line and "BPB" not in line:
             continue
         line = line.rstrip()
         if line.startswith(("Hyperparameters:", "--- Hyperparameters", "val_bpb:enabled")) or \
@@ -304,10 +318,12 @@ def _dispatch(cur: _Run, line: str, lineno: int) -> None:
         m = _CODE.match(line)
         if m:
             q = (m.group("q") or "").lower()
-            if "uncompressed" in q or "raw" in q:
-                cur.code_plain = int(m.group("n"))
+            if "uncompressed" in q or "raw" in q or not q:
+                cur.code_plain = log.code_plain = int(m.group("n"))
+                if not q:
+                    log.code_bytes = int(m.group("n"))
             else:
-                log.code_bytes = int(m.group("n"))
+                log.code_bytes = log.code_compressed = int(m.group("n"))
         return
     if line.startswith("stopping_early"):
         log.stopped_early = True
@@ -326,6 +342,8 @@ def _dispatch(cur: _Run, line: str, lineno: int) -> None:
     m = _VAL_TOKENS.match(line)
     if m:
         log.val_tokens = int(m.group(1))
+        return
+    if timing_line(log, line, lineno, after_clock=log.stopped_early or not cur.in_header):
         return
     if line.startswith("budget:"):
         m = _BUDGET.match(line)
@@ -350,6 +368,9 @@ def _dispatch(cur: _Run, line: str, lineno: int) -> None:
     m = _HARNESS.match(line)
     if m:
         _harness(log, m.group(1), m.group(2))
+        return
+    if names_bpb(line):
+        cur.loose = (lineno, line)
         return
     if cur.in_header:
         _header_kv(cur, line)
@@ -437,6 +458,19 @@ def _finish(cur: _Run) -> RunLog:
                       f"{prog.group(1)}/{prog.group(2)} (line {log.last_line})")
     else:
         log.reason = "no final evaluation line"
+    if choice.metric is None:
+        log.closest = _closest(cur)
+        if log.closest:
+            log.reason = (f"no final score; closest line {log.closest['line']}: "
+                          f"{log.closest['text']}" + (f" ({log.reason})" if log.reason else ""))
     return log
+
+
+def _closest(cur: _Run) -> dict | None:
+    cands = [cur.loose] if cur.loose else []
+    cands += [(m.line, cur.lines[m.line - 1]) for m in cur.finals + cur.other_lines]
+    if cur.last_val:
+        cands.append((cur.last_val_line, cur.last_val))
+    return closest_line(cands, lambda t: _TIMESTAMP.sub("", t, count=1))
 
 

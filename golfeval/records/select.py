@@ -3,8 +3,12 @@
 Every final line becomes a `Metric` with the kind of evaluation its label reports. Aliased
 labels are corrected (a `final_int8_zlib_roundtrip` holding the sliding score after a
 `final_eval_mode:sliding_window` announcement, or an online-TTT score with eval_time:0ms),
-prints of the same score are merged (rounded + `_exact`, re-printed copies), and the
-highest-ranked kind wins: ttt > sliding > other > flat; diagnostics never. Two different
+prints of the same score are merged (rounded + `_exact`, re-printed copies). Lines are of
+two classes: final (`final_…`, `…_exact`, `legal_ttt`, `quantized_…`) and intermediate (a
+`name:status` label such as `ttt_sliding:done`, progress/partial/aborted prints): when a
+final-class line exists, intermediate ones never become the score (a failed TTT attempt's
+`:done` line must not beat the run's `final_…_exact`). Within the class the highest-ranked
+kind wins: ttt > sliding > other > flat; diagnostics never. Two different
 scores of the top rank, or a kind that cannot be told, are reported as ambiguity.
 """
 
@@ -96,6 +100,18 @@ def label_kind(label: str, extras: str = "") -> str:
     if "roundtrip" in low or "flat" in low or low.removesuffix("_exact") == "quantized":
         return "flat"  # final_flat_exact: golfeval score's own flat line
     return "other"
+
+
+_INTERMEDIATE_WORDS = ("progress", "partial", "running", "interim", "abort", "chunk", "batch",
+                       "warmup", "step")
+
+
+def label_class(label: str) -> str:
+    """final | intermediate: a `name:status` label or a progress-like word is intermediate."""
+    low = label.lower()
+    if ":" in low or "=" in low or any(w in low for w in _INTERMEDIATE_WORDS):
+        return "intermediate"
+    return "final"
 
 
 def is_known_label(label: str) -> bool:
@@ -244,6 +260,14 @@ def choose(finals: list[Metric], others: list[Metric], ctx: Context) -> Choice:
             kind_doubts[id(metric)] = doubts
         if metric.kind != "diagnostic":
             candidates.append(metric)
+    finals_cls = [m for m in candidates if label_class(m.label) == "final"]
+    if finals_cls and len(finals_cls) < len(candidates):
+        for m in candidates:
+            if label_class(m.label) != "final" and not any(same_value(m, f) for f in finals_cls):
+                m.note = "intermediate line; a final line of the run wins"
+                out.notes.append(f"ignored {m.label} (line {m.line}, val_bpb {m.val_bpb}): an "
+                                 "intermediate line, the run prints a final one")
+        candidates = finals_cls
     if not candidates and others:
         candidates = [m for m in others if math.isfinite(m.val_bpb)]
         out.notes.append("no recognised final label; using the unrecognised one(s)")

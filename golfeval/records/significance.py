@@ -17,6 +17,7 @@ from golfeval.records.folders import find_record_folders, read_folder, read_log_
 from golfeval.records.verify import config_key, mean_std, verify_record
 from golfpack.errors import GolfError
 
+T_CONVENTION = "t = (mean(new) - mean(old) + margin) / se: negative when NEW is better"
 README_MARGIN_NATS = 0.005
 README_ALPHA = 0.01
 FRONTIER_ALPHA = 0.25
@@ -125,7 +126,8 @@ def _finite(x):
 
 
 def welch(new, old, delta: float = 0.0) -> dict:
-    """One-sided Welch test of H1: mean(new) < mean(old) - delta. t > 0 favours new."""
+    """One-sided Welch test of H1: mean(new) < mean(old) - delta. t is reported for
+    mean(new) - (mean(old) - delta), the maintainers' sign: negative favours new."""
     from scipy import stats
 
     n1, n2 = len(new), len(old)
@@ -140,11 +142,12 @@ def welch(new, old, delta: float = 0.0) -> dict:
                 "note": "both samples have zero spread"}
     df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
     t = diff / math.sqrt(a + b)
-    return {"t": t, "df": df, "p": float(stats.t.sf(t, df))}
+    return {"t": -t, "df": df, "p": float(stats.t.sf(t, df))}
 
 
 def one_sample(new, value: float, delta: float = 0.0) -> dict:
-    """One-sided one-sample test of H1: mean(new) < value - delta."""
+    """One-sided one-sample test of H1: mean(new) < value - delta; t for
+    mean(new) - (value - delta), negative when new is better."""
     from scipy import stats
 
     n = len(new)
@@ -156,7 +159,7 @@ def one_sample(new, value: float, delta: float = 0.0) -> dict:
         return {"t": None, "df": n - 1, "p": 0.0 if diff > 0 else 1.0,
                 "note": "the runs have zero spread"}
     t = diff / (s / math.sqrt(n))
-    return {"t": t, "df": n - 1, "p": float(stats.t.sf(t, n - 1))}
+    return {"t": -t, "df": n - 1, "p": float(stats.t.sf(t, n - 1))}
 
 
 def compare(new: Sample, old: Sample | None = None, sota_bpb: float | None = None,
@@ -211,7 +214,7 @@ def compare(new: Sample, old: Sample | None = None, sota_bpb: float | None = Non
            "bpb_per_nat_from": ratio_src if bpb_per_nat is not None else None,
            "margin_bpb": margin_bpb, "delta_bpb": m_new - ref,
            "delta_nats": _delta_nats(new, old, m_new - ref, bpb_per_nat),
-           "alpha": alpha, "frontier_alpha": frontier_alpha,
+           "alpha": alpha, "frontier_alpha": frontier_alpha, "t_convention": T_CONVENTION,
            "welch": None, "welch_margin": None, "one_sample": None, "one_sample_margin": None}
     if old is not None:
         out["welch"] = welch(new.bpb, old.bpb)

@@ -32,29 +32,29 @@ def test_welch_matches_scipy(seed):
     old = rng.normal(1.081, 0.0012, size=3 + (seed % 3))
     ours = welch(list(new), list(old))
     ref = stats.ttest_ind(new, old, equal_var=False, alternative="less")
-    assert ours["t"] == pytest.approx(-ref.statistic, rel=1e-10)
+    assert ours["t"] == pytest.approx(ref.statistic, rel=1e-10)  # mean(new) - mean(old)
     assert ours["p"] == pytest.approx(ref.pvalue, rel=1e-9)
     assert ours["df"] == pytest.approx(ref.df, rel=1e-10)
     delta = 0.0005  # H1: mean(new) < mean(old) - delta  <=>  new vs (old - delta)
     shifted = welch(list(new), list(old), delta)
     ref = stats.ttest_ind(new, old - delta, equal_var=False, alternative="less")
-    assert shifted["t"] == pytest.approx(-ref.statistic, rel=1e-9)
+    assert shifted["t"] == pytest.approx(ref.statistic, rel=1e-9)
     assert shifted["p"] == pytest.approx(ref.pvalue, rel=1e-9)
     one = one_sample(list(new), 1.081)
     ref = stats.ttest_1samp(new, 1.081, alternative="less")
-    assert (one["t"], one["p"]) == (pytest.approx(-ref.statistic), pytest.approx(ref.pvalue))
+    assert (one["t"], one["p"]) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
 
 
 def test_known_answer_long_context_one_sample(shared_records):
     res = one_sample(LONG_BPB, 1.2193657)
-    assert round(res["t"], 2) == 31.42 and res["df"] == 2 and round(res["p"], 5) == 0.00051
+    assert round(res["t"], 2) == -31.42 and res["df"] == 2 and round(res["p"], 5) == 0.00051
     runner = CliRunner()
     out = runner.invoke(main, ["significance", str(shared_records.joinpath(*LONG)),
                                "--sota-bpb", "1.2193657", "--json"])
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)
     assert doc["new"]["values"] == LONG_BPB  # all 3 seeds, though the claim is the best run
-    assert round(doc["one_sample"]["t"], 2) == 31.42 and doc["one_sample"]["df"] == 2
+    assert round(doc["one_sample"]["t"], 2) == -31.42 and doc["one_sample"]["df"] == 2
     assert round(doc["one_sample"]["p"], 5) == 0.00051
     assert doc["verdicts"]["readme"]["significant"] and doc["verdicts"]["frontier"]["significant"]
 
