@@ -40,6 +40,7 @@ def load_model(artifact=None, checkpoint=None, model_spec: str | None = None,
     `model_spec` names the model to build instead of the file's arch."""
     from golfeval.score.adapter import as_scorable, protocol_of
     from golfpack.checkpoint import DEFAULT_ARCH, build_model, load_with_notes
+    from golfpack.foreign.ptz import looks_like_ptz
 
     if (artifact is None) == (checkpoint is None):
         raise GolfError("give exactly one of --artifact or --checkpoint")
@@ -51,7 +52,7 @@ def load_model(artifact=None, checkpoint=None, model_spec: str | None = None,
         path, source = os.fspath(artifact), "artifact"
         if not os.path.isfile(path):
             raise GolfError(f"{path}: no such artifact file")
-        if _is_golf(path):
+        if _is_golf(path) or not looks_like_ptz(path):  # golf's reader names what is wrong
             art = _load_artifact(path)
             state, cfg = art.state_dict(), dict(art.config)
             tok_hash = getattr(art, "tokenizer_sha256", None)

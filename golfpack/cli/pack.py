@@ -112,8 +112,8 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
         _print_report(report)
         print_fit(report)  # issue 4: the fit's allocation, predicted vs actual bytes
         click.echo(f"wrote {output}")
-    for note in report.get("notes") or []:
-        click.echo(f"note: {note}", err=True)
+        for note in report.get("notes") or []:  # in --json: report["notes"]
+            click.echo(f"note: {note}", err=True)
     kept = report.get("kept_by_passthrough") or []
     if kept:
         click.echo(f"note: {len(kept)} tensor(s) named by --scheme (e.g. {kept[0]}) stay in "

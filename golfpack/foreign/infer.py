@@ -41,14 +41,15 @@ def infer_baseline_config(state: dict[str, torch.Tensor], where: str = "checkpoi
     need(not banks, f"banked parameters ({', '.join(banks)}) belong to a record's own model; "
          "name it with --model PATH/train_gpt.py:GPT")
     emb = state.get("tok_emb.weight")
-    need(emb is not None and emb.ndim == 2, "no 2-D tok_emb.weight")
+    need(emb is not None and emb.ndim == 2, "no 2-D tok_emb.weight; pass --config")
     vocab, dim = (int(s) for s in emb.shape)
     layers = sorted({int(m.group(1)) for k in state if (m := _BLOCK_RE.match(k))})
-    need(bool(layers), "no blocks.N.* tensors")
+    need(bool(layers), "no blocks.N.* tensors; pass --config")
     n = len(layers)
     need(layers == list(range(n)), f"block indices {layers[:8]} are not 0..{n - 1}")
     qg = state.get("blocks.0.attn.q_gain")
-    need(qg is not None and qg.ndim == 1, "no blocks.0.attn.q_gain (heads come from its length)")
+    need(qg is not None and qg.ndim == 1, "no blocks.0.attn.q_gain (heads come from its "
+         "length); pass --config")
     heads = int(qg.numel())
     need(heads > 0 and dim % heads == 0, f"width {dim} is not divisible by {heads} heads")
     head_dim = dim // heads

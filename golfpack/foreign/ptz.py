@@ -95,6 +95,23 @@ def _bounded(name: str, raw: bytes, max_raw: int) -> bytes:
     raise CheckpointError(f"unknown compression {name}")
 
 
+def looks_like_ptz(path) -> bool:
+    """True when the file starts like a .ptz (a known magic, or a brotli stream holding a
+    torch.save / byte-shuffled payload): the cheap test that routes a file to load_ptz."""
+    with open(os.fspath(path), "rb") as fh:
+        head = fh.read(1 << 16)
+    kind = detect(head)
+    if kind != "brotli?":
+        return True
+    try:
+        import brotli
+
+        out = brotli.Decompressor().process(head)
+    except Exception:
+        return False
+    return out[:4] in (b"PK\x03\x04", BSHF_MAGIC)
+
+
 def decompress(raw: bytes, max_raw: int = MAX_RAW) -> tuple[bytes, str, bool]:
     """raw -> (torch.save bytes, compression name, whether it was byte-shuffled)."""
     kind = detect(raw)

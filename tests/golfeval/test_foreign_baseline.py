@@ -208,3 +208,21 @@ def test_unpack_keeps_bf16(ref, baseline_files, tmp_path):
     out = load_file(str(back))
     assert out["tok_emb.weight"].dtype == torch.bfloat16
     assert out["blocks.0.mlp.fc.weight"].dtype == torch.float32
+
+
+def test_documented_adapter_scores_the_baseline_class(ref, baseline_files, tiny_shards,
+                                                      tiny_tokenizer, tmp_path, monkeypatch):
+    """docs/examples/baseline_adapter.py: the script's own GPT behind forward_logits."""
+    adapter = Path(__file__).resolve().parents[2] / "docs" / "examples" / "baseline_adapter.py"
+    monkeypatch.setenv("BASELINE_SCRIPT", str(BASELINE))
+    (tmp_path / "dims.json").write_text(json.dumps(DIMS))
+    model = ref_gpt(ref)
+    model.load_state_dict(baseline_files.state, strict=True)
+    loss, bpb, n_tok, n_bytes = ref_eval(ref, model, tiny_shards, tiny_tokenizer)
+    rep = golf_score("--checkpoint", baseline_files.pt, "--model", f"{adapter}:build",
+                     "--config", tmp_path / "dims.json", "--data", tiny_shards, "--tokenizer",
+                     tiny_tokenizer, "--mode", "flat", "--seq-len", L, "--max-tokens", N,
+                     "--no-sidecar")
+    assert rep["model"]["protocol"] == "forward_logits"
+    assert rep["scored_tokens"] == n_tok and rep["bytes"] == n_bytes
+    assert close(rep["val_loss"], loss) and close(rep["val_bpb"], bpb), (rep, loss, bpb)
