@@ -134,13 +134,14 @@ def test_baseline_int8_scheme_is_bit_exact(ref, baseline_files):
                            codes), name
 
 
+@pytest.mark.slow
 def test_compress_score_unpack_into_baseline_gpt(ref, baseline_files, tiny_shards,
                                                  tiny_tokenizer, tmp_path):
     from safetensors.torch import load_file
 
     art, back = tmp_path / "model.golf", tmp_path / "back.safetensors"
     r = CliRunner().invoke(golfpack_main, ["compress", str(baseline_files.pt), "-o", str(art),
-                                           "--json"])
+                                           "--codec", "zstd", "--json"])
     assert r.exit_code == 0, r.output
     rep = golf_score("--artifact", art, "--data", tiny_shards, "--tokenizer", tiny_tokenizer,
                      "--mode", "flat", "--seq-len", L, "--max-tokens", N, "--no-sidecar")
@@ -152,7 +153,8 @@ def test_compress_score_unpack_into_baseline_gpt(ref, baseline_files, tiny_shard
     # bit-exact baseline export through the .golf format: same dequantized weights
     art2 = tmp_path / "int8.golf"
     r = CliRunner().invoke(golfpack_main, ["compress", str(baseline_files.pt), "-o", str(art2),
-                                           "--scheme", BASELINE_INT8, "--json"])
+                                           "--scheme", BASELINE_INT8, "--codec", "zstd",
+                                           "--json"])
     assert r.exit_code == 0, r.output
     from golfpack.artifact import load_artifact
 
@@ -161,13 +163,15 @@ def test_compress_score_unpack_into_baseline_gpt(ref, baseline_files, tiny_shard
     assert all(torch.equal(got[k].to(v.dtype), v) for k, v in want.items())
 
 
+@pytest.mark.slow
 def test_config_dump_and_misfit_refused_before_writing(ref, baseline_files, tmp_path):
     dump = {**{k.upper(): v for k, v in DIMS.items()}, "TIE_EMBEDDINGS": 1,
             "ITERATIONS": 20000, "TRAIN_SEQ_LEN": 1024, "MATRIX_LR": 0.04}
     (tmp_path / "hp.json").write_text(json.dumps(dump))
     out = tmp_path / "a.golf"
     r = CliRunner().invoke(golfpack_main, ["compress", str(baseline_files.pt), "-o", str(out),
-                                           "--config", str(tmp_path / "hp.json"), "--json"])
+                                           "--config", str(tmp_path / "hp.json"), "--codec",
+                                           "zstd", "--json"])
     assert r.exit_code == 0, r.output
     notes = json.loads(r.stdout)["notes"]
     assert any("iterations" in n and "matrix_lr" in n and "train_seq_len" in n for n in notes)
@@ -194,6 +198,7 @@ def test_bad_inputs_are_one_line_exit_2(baseline_files, tiny_shards, tiny_tokeni
     assert "lrzip" in r.output
 
 
+@pytest.mark.slow
 def test_unpack_keeps_bf16(ref, baseline_files, tmp_path):
     from safetensors.torch import load_file
 
@@ -202,7 +207,7 @@ def test_unpack_keeps_bf16(ref, baseline_files, tmp_path):
     torch.save(sd, tmp_path / "bf16.pt")
     art, back = tmp_path / "bf16.golf", tmp_path / "bf16.safetensors"
     assert CliRunner().invoke(golfpack_main, ["compress", str(tmp_path / "bf16.pt"), "-o",
-                                              str(art)]).exit_code == 0
+                                              str(art), "--codec", "zstd"]).exit_code == 0
     assert CliRunner().invoke(golfpack_main, ["unpack", str(art), "-o", str(back)]
                               ).exit_code == 0
     out = load_file(str(back))
@@ -224,5 +229,23 @@ def test_documented_adapter_scores_the_baseline_class(ref, baseline_files, tiny_
                      tiny_tokenizer, "--mode", "flat", "--seq-len", L, "--max-tokens", N,
                      "--no-sidecar")
     assert rep["model"]["protocol"] == "forward_logits"
+    assert rep["scored_tokens"] == n_tok and rep["bytes"] == n_bytes
+    assert close(rep["val_loss"], loss) and close(rep["val_bpb"], bpb), (rep, loss, bpb)
+
+
+def test_untied_head_matches_baseline_eval_val(ref, tiny_shards, tiny_tokenizer, tmp_path,
+                                               one_thread):
+    """TIE_EMBEDDINGS=0: lm_head inferred, trainer.model:GPT scores it like the baseline."""
+    torch.manual_seed(1)
+    model = ref_gpt(ref, tie_embeddings=False, model_dim=64, mlp_mult=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(model.state_dict(), tmp_path / "untied.pt")
+    loss, bpb, n_tok, n_bytes = ref_eval(ref, model, tiny_shards, tiny_tokenizer)
+    rep = golf_score("--checkpoint", tmp_path / "untied.pt", "--data", tiny_shards,
+                     "--tokenizer", tiny_tokenizer, "--mode", "flat", "--seq-len", L,
+                     "--max-tokens", N, "--no-sidecar")
+    assert any("untied lm_head" in n for n in rep["model"]["notes"])
     assert rep["scored_tokens"] == n_tok and rep["bytes"] == n_bytes
     assert close(rep["val_loss"], loss) and close(rep["val_bpb"], bpb), (rep, loss, bpb)
