@@ -19,9 +19,12 @@ def result_line(report: dict) -> str:
 
 
 @click.command("score")
-@click.option("--artifact", type=click.Path(dir_okay=False), help=".golf artifact to score")
+@click.option("--artifact", type=click.Path(dir_okay=False),
+              help=".golf artifact to score, or a challenge .ptz (the baseline's int8+zlib, "
+                   "the records' int6/int8 under lzma/brotli/zstd)")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
-              help="checkpoint (safetensors with config, or torch.save state dict + --config)")
+              help="checkpoint: safetensors with config, or a torch.save state dict (the "
+                   "baseline's architecture is inferred from it; else --config)")
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="model config JSON for a plain state-dict checkpoint")
 @click.option("--data", required=True, type=click.Path(),

@@ -65,6 +65,9 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     if max_tokens is not None and max_tokens < 2:
         raise GolfError("--max-tokens must be at least 2 (one target)")
+    if per_token_path is not None and mode == "sliding-record":
+        raise GolfError("--per-token writes exact per-target losses: use --mode sliding "
+                        "(sliding-record counts some targets several times)")
     if per_token_path is not None:
         _check_output(per_token_path, [artifact, checkpoint, tokenizer], force)
     ctx = distributed.init(device)
