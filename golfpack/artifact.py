@@ -325,7 +325,9 @@ class Artifact:
                 raise ArtifactError(f"entry {e.name!r} has kind {e.kind!r}, which this "
                                     "golfpack cannot rebuild (a newer version wrote it)")
             out[e.name] = reconstruct(self.entry(e))
-        return out
+        from golfpack.quant.banks import join_banks  # bank slices -> banks
+
+        return join_banks(out)
 
     def report(self, qmodel: QuantizedModel | None = None, decode: bool = True) -> dict:
         from golfpack.accounting import artifact_report

@@ -50,20 +50,45 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
                         codec: str = "auto", code_files=(), code_mode: str = "raw",
                         tokenizer=None, budget: int = DEFAULT_BUDGET, force: bool = False,
                         allow_over: bool = False, config=None,
-                        progress: Progress = None) -> dict:
+                        progress: Progress = None, model_spec: str | None = None,
+                        trust_arch: bool = False) -> dict:
     """Checkpoint -> artifact file. Over budget raises CheckFailed and writes nothing,
-    unless allow_over (then the file is written and report["over_budget"] is True)."""
-    from golfpack.checkpoint import load
+    unless allow_over (then the file is written and report["over_budget"] is True).
+
+    Before anything is quantized the model is built and the weights loaded into it
+    (check_weights_fit), so a config that does not fit the weights is refused up front."""
+    from golfpack.checkpoint import load_with_notes
     from golfpack.fileio import refuse_existing, refuse_same_file
 
     refuse_same_file(ckpt_path, out_path)
     for f in code_files:
         refuse_same_file(f, out_path)
     refuse_existing(out_path, force)
-    state_dict, cfg = load(ckpt_path, config)
+    state_dict, cfg, notes = load_with_notes(ckpt_path, config, infer=model_spec is None)
+    if model_spec is not None:
+        cfg = {**cfg, "arch": model_spec}
+    checked = check_weights_fit(state_dict, cfg, model_spec, trust_arch, notes)
     data, report = compress_state_dict(state_dict, cfg, scheme_spec, codec, code_files,
                                        code_mode, tokenizer, budget, progress)
+    report["notes"], report["weights_checked"] = notes, checked
     return write_artifact(out_path, data, report, allow_over, force)
+
+
+def check_weights_fit(state_dict, cfg: dict, model_spec: str | None = None,
+                      trust_arch: bool = False, notes: list | None = None) -> bool:
+    """Build the model the config names and load the weights into it (CheckpointError
+    naming the first misfit). An arch golf may not import on its own (not on the
+    allow-list, not named by the user, not trusted) is left unchecked: False, and a note."""
+    from golfpack.checkpoint import DEFAULT_ARCH, arch_trusted, build_model
+
+    arch = cfg.get("arch", DEFAULT_ARCH)
+    if model_spec is None and not trust_arch and not arch_trusted(arch):
+        if notes is not None:
+            notes.append(f"weights not checked against {arch!r}: not one of golf's own "
+                         "architectures (name the model, or trust the file, to check)")
+        return False
+    build_model(cfg, state_dict, arch=model_spec, trust=trust_arch, notes=notes)
+    return True
 
 
 def write_artifact(out_path, data: bytes, report: dict, allow_over: bool, force: bool) -> dict:
@@ -82,8 +107,14 @@ def write_artifact(out_path, data: bytes, report: dict, allow_over: bool, force:
 def inspect_artifact(path, code_files=(), code_mode: str = "raw",
                      budget: int = DEFAULT_BUDGET) -> dict:
     """The accounting of an artifact from the file alone (every stream is verified)."""
+    from golfpack.checkpoint import DEFAULT_ARCH, arch_trusted
+
     art = load_artifact(path)
-    return with_budget(art.report(), code_bytes(code_files, code_mode), budget)
+    report = with_budget(art.report(), code_bytes(code_files, code_mode), budget)
+    arch = art.config.get("arch", DEFAULT_ARCH) if isinstance(art.config, dict) else None
+    report["arch"] = arch
+    report["arch_on_allow_list"] = arch_trusted(arch)  # False: a file naming foreign code
+    return report
 
 
 def unpack_artifact(path, out_path, force: bool = False) -> dict:
@@ -95,12 +126,27 @@ def unpack_artifact(path, out_path, force: bool = False) -> dict:
     refuse_existing(out_path, force)
     t0 = time.perf_counter()
     art = load_artifact(path)
-    state = art.state_dict()
+    state = original_dtypes(art.state_dict(), {e.name: e.dtype for e in art.entries})
     t1 = time.perf_counter()
     save(out_path, state, art.config, force=force)
     return {"artifact": os.fspath(path), "output": os.fspath(out_path), "tensors": len(state),
             "params": sum(int(t.numel()) for t in state.values()),
             "seconds": {"decode": round(t1 - t0, 3), "write": round(time.perf_counter() - t1, 3)}}
+
+
+def original_dtypes(state: dict, dtypes: dict[str, str]) -> dict:
+    """Dequantized tensors cast back to the dtype each had when compressed (a bf16 tok_emb
+    comes back bf16; bank slices give their bank's dtype)."""
+    from golfpack.quant.banks import parse_slice
+    from golfpack.quant.qmodel import DTYPES
+
+    dtypes = dict(dtypes)
+    for name, dt in list(dtypes.items()):
+        p = parse_slice(name)
+        if p is not None:
+            dtypes.setdefault(p[0], dt)
+    return {k: t.to(DTYPES[dtypes[k]]) if k in dtypes and dtypes[k] in DTYPES else t
+            for k, t in state.items()}
 
 
 def order0_bytes(codes: np.ndarray) -> float:

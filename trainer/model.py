@@ -181,8 +181,6 @@ class GPT(nn.Module):
             config = GPTConfig()
         elif isinstance(config, dict):
             config = GPTConfig.from_dict(config)
-        if not config.tie_embeddings:
-            raise ValueError("only tied embeddings are implemented (tie_embeddings=True)")
         self.config = cfg = config
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=cfg.tied_embed_init_std)
@@ -193,6 +191,9 @@ class GPT(nn.Module):
         self.num_skips = min(self.num_encoder, self.num_decoder)
         self.skip_weights = nn.Parameter(torch.ones(self.num_skips, cfg.model_dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        # untied head (the baseline's TIE_EMBEDDINGS=0): its own zero-initialised matrix
+        self.lm_head = None if cfg.tie_embeddings else CastedLinear(
+            cfg.model_dim, cfg.vocab_size, zero_init=True)
 
     # -- forward pieces, exposed so scorers can compute logits only where they score --
     def hidden(self, idx: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -210,6 +211,8 @@ class GPT(nn.Module):
         return rms_norm(x)
 
     def head_weight(self) -> torch.Tensor:
+        if self.lm_head is not None:
+            return self.lm_head.effective_weight()
         w = self.tok_emb.weight
         if self.head_weight_transform is not None:
             w = self.head_weight_transform(w)

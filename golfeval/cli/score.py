@@ -19,17 +19,22 @@ def result_line(report: dict) -> str:
 
 
 @click.command("score")
-@click.option("--artifact", type=click.Path(dir_okay=False), help=".golf artifact to score")
+@click.option("--artifact", type=click.Path(dir_okay=False),
+              help=".golf artifact to score, or a challenge .ptz (the baseline's int8+zlib, "
+                   "the records' int6/int8 under lzma/brotli/zstd)")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
-              help="checkpoint (safetensors with config, or torch.save state dict + --config)")
+              help="checkpoint: safetensors with config, or a torch.save state dict (the "
+                   "baseline's architecture is inferred from it; else --config)")
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="model config JSON for a plain state-dict checkpoint")
 @click.option("--data", required=True, type=click.Path(),
               help="directory of fineweb_val_*.bin shards, or a glob")
 @click.option("--tokenizer", required=True, type=click.Path(dir_okay=False),
               help="sentencepiece .model the data was made with")
-@click.option("--mode", type=click.Choice(["flat", "sliding"]), default="sliding",
-              show_default=True, help="flat blocks (tail dropped) or sliding windows")
+@click.option("--mode", type=click.Choice(["flat", "sliding", "sliding-record"]),
+              default="sliding", show_default=True,
+              help="flat blocks (tail dropped), sliding windows, or sliding-record: the "
+                   "records' sliding rule (flaws included) beside the exact sliding score")
 @click.option("--seq-len", default=1024, show_default=True, help="window length L")
 @click.option("--stride", default=64, show_default=True,
               help="sliding stride S: later windows score their last S targets")
@@ -38,7 +43,12 @@ def result_line(report: dict) -> str:
 @click.option("--max-tokens", type=int, default=None, help="score only the first N tokens")
 @click.option("--doc-isolation", is_flag=True, help="attention never crosses a BOS")
 @click.option("--model", "model_spec", default=None,
-              help="module:factory building the model from the config dict")
+              help="the model to build: module:factory, or PATH/train_gpt.py:GPT (a "
+                   "competitor's script, imported without running its training; "
+                   "docs/scoring.md)")
+@click.option("--trust-arch", is_flag=True,
+              help="build the architecture the file names even when it is not one of "
+                   "golf's own (a file never picks code to run without this)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto")
 @click.option("--per-token", "per_token_path", type=click.Path(dir_okay=False),
               help="write .npz with per-target `nats` (NaN if unscored) and `bytes`")
@@ -58,7 +68,7 @@ def result_line(report: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, batch,
           max_tokens, doc_isolation, model_spec, device, per_token_path, sidecar, no_sidecar,
-          compile_model, threads, force, as_json, ttt, ttt_rank, ttt_chunk, ttt_lr,
+          compile_model, threads, force, as_json, trust_arch, ttt, ttt_rank, ttt_chunk, ttt_lr,
           ttt_epochs, ttt_targets):
     """Score a model in exact bits per byte on validation shards.
 
@@ -78,7 +88,7 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
                       model_spec=model_spec, config=config, device=device,
                       per_token_path=per_token_path, force=force, sidecar=sidecar,
                       no_sidecar=no_sidecar, compile_model=compile_model,
-                      progress=not as_json,
+                      progress=not as_json, trust_arch=trust_arch,
                       ttt=None if ttt is None else make_settings(
                           ttt, rank=ttt_rank, chunk=ttt_chunk, lr=ttt_lr, epochs=ttt_epochs,
                           targets=ttt_targets, seq_len=seq_len, stride=stride,
@@ -90,6 +100,8 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
         return
     m = report["model"]
     click.echo(f"model   {m['source']} {m['path']} ({m['arch']}, vocab {m['vocab_size']})")
+    for note in m.get("notes") or []:
+        click.echo(f"note    {note}")
     click.echo(f"data    {report['tokens']:,} tokens, bytes from {report['bytes_source']}")
     stride_txt = f", stride {report['stride']}" if report["stride"] else ""
     iso = ", doc isolation" if report["doc_isolation"] else ""
@@ -107,6 +119,13 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
                    f"({report['ttt_gain_bpb']:+.5f}) in {report['ttt_seconds']:.1f} s")
     if "per_token" in report:
         click.echo(f"wrote   {report['per_token']}")
+    rc = report.get("record_comparison")
+    if rc:
+        click.echo(f"record  the records' sliding rule: {rc['record_bpb']:.8f} bpb; exact "
+                   f"sliding {rc['exact_bpb']:.8f}; difference {rc['difference_bpb']:+.8f} "
+                   f"({rc['double_counted_positions']:,} positions counted more than once, "
+                   f"up to {rc['max_times_counted']}x; {rc['trimmed_targets']:,} tail targets "
+                   "trimmed)")
     click.echo(result_line(report))
 
 

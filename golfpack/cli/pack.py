@@ -75,9 +75,15 @@ def _print_report(r: dict, top: int = 12) -> None:
 @click.option("--allow-over", is_flag=True, help="Write the artifact even when over budget.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--model", "model_spec", default=None,
+              help="Model the weights are for (module:factory or PATH/train_gpt.py:GPT); "
+                   "built to check the weights fit, and recorded as the artifact's arch.")
+@click.option("--trust-arch", is_flag=True,
+              help="Build the arch the checkpoint names even if it is not golf's own.")
 @hessian_options  # issue 4: --gptq / --fit / --calib ... (golfpack.cli.hessian)
 def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path, code_files,
-                 code_mode, budget, allow_over, force, as_json, **hessian):
+                 code_mode, budget, allow_over, force, as_json, model_spec, trust_arch,
+                 **hessian):
     """Quantize CHECKPOINT and write an exactly accounted artifact.
 
     Exit 1 (and no file) when code + artifact exceed --budget, unless --allow-over.
@@ -96,7 +102,7 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
         try:
             report = compress_checkpoint(checkpoint, output, scheme_spec, codec, code_files,
                                          code_mode, tokenizer, budget, force, allow_over,
-                                         config_path, step)
+                                         config_path, step, model_spec, trust_arch)
         finally:
             if bar is not None:
                 bar.close()
@@ -106,6 +112,8 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
         _print_report(report)
         print_fit(report)  # issue 4: the fit's allocation, predicted vs actual bytes
         click.echo(f"wrote {output}")
+        for note in report.get("notes") or []:  # in --json: report["notes"]
+            click.echo(f"note: {note}", err=True)
     kept = report.get("kept_by_passthrough") or []
     if kept:
         click.echo(f"note: {len(kept)} tensor(s) named by --scheme (e.g. {kept[0]}) stay in "
@@ -147,6 +155,10 @@ def inspect_cmd(artifact, code_files, code_mode, budget, plot, force, as_json):
         emit_json(report)
     else:
         _print_report(report)
+        if not report.get("arch_on_allow_list", True):
+            click.echo(f"warning: the artifact names architecture {report['arch']!r}, not "
+                       "one of golf's own: scoring it needs --model (or --trust-arch)",
+                       err=True)
 
 
 @click.command("unpack")

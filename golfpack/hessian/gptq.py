@@ -313,10 +313,13 @@ def quantize_model(state_dict: dict[str, torch.Tensor], hessians, spec: str | No
 
     from tqdm import tqdm
 
+    from golfpack.quant.banks import split_banks
     from golfpack.quant.qmodel import QuantizedModel, dtype_name, quant_entry
     from golfpack.quant.scheme import resolve
 
     t0 = time.perf_counter()
+    # banks are quantized per slice; a Hessian keyed "qo_bank[3]" reaches that slice
+    state_dict = split_banks(state_dict)
     info = {n: (dtype_name(t), int(t.numel())) for n, t in state_dict.items()}
     chosen = resolve(spec, info)
     chosen.update(schemes or {})

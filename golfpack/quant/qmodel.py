@@ -21,6 +21,7 @@ import torch
 
 from golfpack.errors import GolfError
 from golfpack.quant import lowrank
+from golfpack.quant.banks import join_banks, split_banks
 from golfpack.quant.rows import Scheme, as_rows, dequantize, format_scheme, parse_scheme, quantize
 from golfpack.quant.scheme import family, resolve
 
@@ -116,8 +117,9 @@ class QuantizedModel:
         raise KeyError(name)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Dequantized float32 tensors (passthrough tensors in their original dtype)."""
-        return {e.name: reconstruct(e) for e in self.entries}
+        """Dequantized float32 tensors (passthrough tensors in their original dtype); bank
+        slices stacked back into their banks (golfpack.quant.banks)."""
+        return join_banks({e.name: reconstruct(e) for e in self.entries})
 
     @property
     def params(self) -> int:
@@ -197,6 +199,7 @@ def quantize_state_dict(state_dict: Mapping[str, torch.Tensor], spec: str | None
     for name, t in state_dict.items():
         if not isinstance(t, torch.Tensor):
             raise GolfError(f"state_dict entry {name!r} is not a tensor")
+    state_dict = split_banks(state_dict)  # a 3-D bank is quantized as its L matrices
     info = {n: (dtype_name(t), int(t.numel())) for n, t in state_dict.items()}
     chosen = resolve(spec, info)
     for name, s in (schemes or {}).items():

@@ -45,6 +45,9 @@ class Scheme:
     clip_arg: float | None = None  # pct p / sdclip k
     per_matrix: bool = False  # gptq-lite: one clip choice per matrix (records) vs per row
     floor: bool = False  # the records' max(clip/qmax, 1/qmax) scale floor
+    # the challenge baseline's export rounding: clip the weights, codes from the float32
+    # scale, that scale then rounded to the nearest fp16 (implies the floor)
+    baseline: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -57,8 +60,9 @@ class Scheme:
             raise SchemeError(f"unknown clip {self.clip!r} (use one of {', '.join(CLIPS)})")
         if self.clip == "pct":
             p = self.clip_arg
-            if p is None or not (0.0 < p <= 1.0):
-                raise SchemeError(f"pct(p) needs 0 < p <= 1, got {p}")
+            if p is None or not (0.0 < p <= 100.0):
+                raise SchemeError(f"pct(p) needs 0 < p <= 1 (a fraction) or 1 < p <= 100 "
+                                  f"(percent), got {p}")
         elif self.clip == "sdclip":
             k = self.clip_arg
             if k is None or not (0.0 < k < 1e6):
@@ -67,6 +71,16 @@ class Scheme:
             raise SchemeError(f"clip {self.clip!r} takes no argument")
         if self.per_matrix and self.clip != "gptq-lite":
             raise SchemeError("'matrix' (one clip per matrix) applies to gptq-lite only")
+        if self.baseline and self.clip not in ("pct", "amax"):
+            raise SchemeError("'baseline' rounding applies to pct and amax clips only")
+
+    @property
+    def quantile(self) -> float | None:
+        """The pct clip as a fraction (pct(99.99984) is written in percent)."""
+        if self.clip != "pct":
+            return None
+        p = float(self.clip_arg)
+        return p / 100.0 if p > 1.0 else p
 
     @property
     def qmax(self) -> int:
@@ -95,19 +109,22 @@ def parse_scheme(text: str) -> Scheme:
     if not m:
         raise SchemeError(f"scheme {text!r}: expected intN, fp16, fp32 or raw")
     bits = int(m.group(1))
-    clip, clip_arg, per_matrix, floor = "amax", None, False, False
+    clip, clip_arg, per_matrix, floor, baseline = "amax", None, False, False, False
     for i, part in enumerate(parts[1:]):
         if part == "matrix":
             per_matrix = True
         elif part == "floor":
             floor = True
+        elif part == "baseline":
+            baseline = True
         elif part == "row":
             per_matrix = False
         else:
             cm = _CLIP_RE.match(part)
             if i != 0 or not cm or cm.group(1) not in CLIPS:
                 raise SchemeError(f"scheme {text!r}: unknown option {part!r} "
-                                  f"(clips: {', '.join(CLIPS)}; flags: matrix, floor)")
+                                  f"(clips: {', '.join(CLIPS)}; flags: matrix, floor, "
+                                  "baseline)")
             clip = cm.group(1)
             if cm.group(2) is not None:
                 try:
@@ -116,7 +133,7 @@ def parse_scheme(text: str) -> Scheme:
                     raise SchemeError(f"scheme {text!r}: {cm.group(2)!r} is not a number") from None
             elif clip in ("pct", "sdclip"):
                 raise SchemeError(f"scheme {text!r}: {clip} needs an argument, e.g. {clip}(12)")
-    return Scheme("int", bits, clip, clip_arg, per_matrix, floor)
+    return Scheme("int", bits, clip, clip_arg, per_matrix, floor, baseline)
 
 
 def format_scheme(s: Scheme) -> str:
@@ -131,6 +148,8 @@ def format_scheme(s: Scheme) -> str:
         out += ":matrix"
     if s.floor:
         out += ":floor"
+    if s.baseline:
+        out += ":baseline"
     return out
 
 
@@ -222,8 +241,24 @@ def _candidate_clips(w: torch.Tensor, scheme: Scheme) -> torch.Tensor:
             return a.amax(dim=1)[None]
         std = torch.std(w.double(), dim=1, correction=1).float()  # float64: order-robust
         return (float(scheme.clip_arg) * std)[None]
-    ps = [float(scheme.clip_arg)] if scheme.clip == "pct" else list(GPTQ_LITE_PERCENTILES)
+    ps = [scheme.quantile] if scheme.clip == "pct" else list(GPTQ_LITE_PERCENTILES)
     return torch.stack(_abs_quantiles(a, ps))
+
+
+def _baseline_rows(w: torch.Tensor, scheme: Scheme):
+    """The challenge baseline's int8 export, row by row: clip = the |w| quantile of each row
+    (torch.quantile), weights clamped to ±clip, scale = max(clip/qmax, 1/qmax) in float32,
+    codes = round(clamped / scale), and the stored scale that float32 value rounded to the
+    nearest fp16. ŵ = codes · fp16(scale), as the baseline's dequantizer computes it."""
+    qmax = float(scheme.qmax)
+    a = w.abs()
+    clip = torch.quantile(a, scheme.quantile, dim=1) if scheme.clip == "pct" else a.amax(dim=1)
+    clipped = torch.maximum(torch.minimum(w, clip[:, None]), -clip[:, None])
+    raw = clip / qmax
+    floored = raw < 1.0 / qmax
+    scale = raw.clamp_min(1.0 / qmax)
+    codes = torch.clamp(torch.round(clipped / scale[:, None]), -qmax, qmax).add_(0.0)
+    return codes, scale.to(torch.float16).float(), floored
 
 
 def _quantize_rows(w: torch.Tensor, scheme: Scheme):
@@ -231,6 +266,8 @@ def _quantize_rows(w: torch.Tensor, scheme: Scheme):
     if w.numel() == 0:
         z = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device)
         return torch.zeros_like(w), z, torch.zeros_like(z, dtype=torch.bool)
+    if scheme.baseline:
+        return _baseline_rows(w, scheme)
     clips = _candidate_clips(w, scheme)
     if clips.shape[0] == 1:
         return _grid(w, clips[0], scheme)
@@ -286,7 +323,8 @@ def quantize(w: torch.Tensor, scheme: Scheme) -> QuantResult:
         raise GolfError("cannot quantize a tensor holding NaN or inf")
     q, s, floored = _quantize_rows(w2, scheme)
     return QuantResult(codes=q.to(torch.int8), scales=s.to(torch.float16),
-                       floored_rows=int(floored.sum()) if scheme.floor else 0)
+                       floored_rows=int(floored.sum()) if scheme.floor or scheme.baseline
+                       else 0)
 
 
 def dequantize(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

@@ -46,9 +46,10 @@ class Rule:
         m = _SMALL_RE.match(self.pattern)
         if m:
             return numel <= int(m.group(1) or SMALL_NUMEL)
-        if fnmatch.fnmatchcase(name, self.pattern):
-            return True
-        return not any(ch in self.pattern for ch in "*?[") and name.startswith(self.pattern + ".")
+        if name == self.pattern or fnmatch.fnmatchcase(name, self.pattern):
+            return True  # (exact first: `qo_bank[3]` names one bank slice, not a glob class)
+        return not any(ch in self.pattern for ch in "*?[") and (
+            name.startswith(self.pattern + ".") or name.startswith(self.pattern + "["))
 
     def __str__(self) -> str:
         return f"{self.pattern}={format_scheme(self.scheme)}"
@@ -130,12 +131,13 @@ def kept_by_passthrough(spec: str | None, tensors: Mapping[str, tuple[str, int]]
     return out
 
 
-_LAYER_RE = re.compile(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)")
+_LAYER_RE = re.compile(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)|(?<=\[)\d+(?=\]$)")
 
 
 def family(name: str) -> str:
     """The tensor family across layers: layer indices replaced by '*'
-    ('blocks.3.mlp.fc.weight' -> 'blocks.*.mlp.fc.weight')."""
+    ('blocks.3.mlp.fc.weight' -> 'blocks.*.mlp.fc.weight', bank slice 'qo_bank[3]' ->
+    'qo_bank[*]')."""
     return _LAYER_RE.sub("*", name)
 
 

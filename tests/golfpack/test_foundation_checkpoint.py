@@ -33,12 +33,19 @@ def test_round_trip_and_rebuild(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temp left behind
 
 
-def test_plain_torch_save_needs_config(tmp_path):
+def test_plain_torch_save_infers_or_needs_config(tmp_path):
     m = _model()
     path = tmp_path / "ck.pt"
     torch.save(m.state_dict(), path)
-    with pytest.raises(CheckpointError, match="carries no config"):
-        checkpoint.load(path)
+    state, cfg, notes = checkpoint.load_with_notes(path)  # the baseline's shapes: inferred
+    want = m.config.to_dict()
+    assert {k: cfg[k] for k in ("num_layers", "model_dim", "num_heads", "num_kv_heads",
+                                "vocab_size")} == {k: want[k] for k in ("num_layers",
+                                "model_dim", "num_heads", "num_kv_heads", "vocab_size")}
+    assert "inferred" in notes[0]
+    torch.save({"w": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="cannot infer"):
+        checkpoint.load(tmp_path / "other.pt")
     state, cfg = checkpoint.load(path, config=m.config.to_dict())
     assert torch.equal(state["tok_emb.weight"], m.tok_emb.weight)
 
@@ -76,5 +83,7 @@ def test_missing_file(tmp_path):
 
 
 def test_build_model_rejects_bad_arch():
-    with pytest.raises(CheckpointError, match="cannot import"):
+    with pytest.raises(CheckpointError, match="allow-list"):
         checkpoint.build_model({"arch": "nosuchmodule:Thing"})
+    with pytest.raises(CheckpointError, match="cannot import"):
+        checkpoint.build_model({}, arch="nosuchmodule:Thing")

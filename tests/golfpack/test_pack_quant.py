@@ -158,7 +158,7 @@ def test_parse_scheme(text, expected):
     assert parse_scheme(format_scheme(expected)) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "int9", "int1", "int6:foo", "int6:pct", "int6:pct(2)",
+@pytest.mark.parametrize("bad", ["", "int9", "int1", "int6:foo", "int6:pct", "int6:pct(101)",
                                  "int6:sdclip(x)", "fp16:amax", "float", "int6:amax:matrix",
                                  "int6:amax(3)"])
 def test_parse_scheme_errors(bad):
@@ -188,3 +188,21 @@ def test_fake_quant_cuda_compiled_matches_cpu_quantize(clip):
     got = fn(w.cuda()).cpu()
     r = quantize(w, scheme)
     assert torch.equal(_bits(got), _bits(dequantize(r.codes, r.scales)))
+
+
+def test_pct_in_percent_and_baseline_rounding_roundtrip():
+    s = parse_scheme("int8:pct(99.99984):baseline")
+    assert s.quantile == pytest.approx(0.9999984) and s.baseline
+    assert parse_scheme(format_scheme(s)) == s
+    assert parse_scheme("int8:pct(0.5)").quantile == 0.5
+    w = torch.randn(8, 300)
+    # the baseline's rounding: clip, codes from the float32 scale, stored scale fp16-nearest
+    r = quantize(w, s)
+    clip = torch.quantile(w.abs(), 0.9999984, dim=1)
+    scale = (clip / 127).clamp_min(1 / 127)
+    codes = torch.round(torch.maximum(torch.minimum(w, clip[:, None]), -clip[:, None])
+                        / scale[:, None])
+    assert torch.equal(r.codes, codes.to(torch.int8))
+    assert torch.equal(r.scales, scale.half())
+    hat = fake_quant(w, s)
+    assert torch.equal(hat, dequantize(r.codes, r.scales))
