@@ -27,7 +27,8 @@ _OPTIONS = [
                                         "document (only B reset; stream-order batches) "
                                         "[fresh]")),
     ("--ttt-docs-per-batch", dict(type=int, help="LoRA documents per forward [4 on CPU, 32 "
-                                                 "on CUDA]; never changes results")),
+                                                 "on CUDA]; changes results only with "
+                                                 "--ttt-warm-a")),
     ("--ttt-doc-order", dict(type=click.Choice(["length", "stream"]),
                              help="LoRA batches by document length or in stream order "
                                   "[length; stream with --ttt-warm-a]")),

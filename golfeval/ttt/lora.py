@@ -7,9 +7,10 @@ document's BOS and the documents' targets together are exactly the stream's. A d
 read in chunks of C targets. Chunk c is scored with the window of inputs
 [max(0, (c+1)C - L), (c+1)C) of its document: the window ends where the chunk would end
 whatever the document's length, so no score depends on where the document ends. Per chunk:
-score it, hand the sums back, then take one Adam step on that chunk's mean loss. A
-document's last chunk is never trained on; adapters (A random, B zero) and Adam state are
-fresh for every document.
+score it, hand the sums back, then take `grad_steps` Adam/AdamW steps on that chunk's mean
+loss. A document's last chunk is never trained on; adapters (A seeded random, B zero) and
+optimizer state are fresh for every document, unless `warm_a` keeps A from the row's
+previous (earlier-in-stream) document.
 
 Documents are sorted by chunk count and run B at a time, each row of the batch with its own
 adapters ([B, in, r] and [B, r, out] tensors). Every forward of step c has the shape
