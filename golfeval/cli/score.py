@@ -116,8 +116,9 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
     budget = ("" if report.get("eval_budget") is None else
               f" of a {report['eval_budget']:g} s budget "
               f"({'within' if report['within_budget'] else 'EXCEEDED'})")
-    click.echo(f"time    {report['eval_seconds']:.1f} s in all{budget}: load "
-               f"{t['load_s']:.1f}, data {t['data_s']:.1f}, warm-up {t['warmup_s']:.1f}, "
+    click.echo(f"time    {report['eval_seconds']:.1f} s in all{budget}: start-up "
+               f"{t['startup_s']:.1f}, load {t['load_s']:.1f}, data {t['data_s']:.1f}, "
+               f"warm-up {t['warmup_s']:.1f}, "
                f"score {t['score_s']:.1f}, TTT {t['ttt_s']:.1f}")
     click.echo(result_line(report))
     _check_budget(report)
