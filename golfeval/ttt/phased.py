@@ -94,6 +94,10 @@ class PhasedSettings:
                 raise GolfError(f"phase fraction {p} must lie strictly between 0 and 1")
             if isinstance(p, int) and p < 1:
                 raise GolfError(f"phase boundary {p} must be at least one document")
+        for kind in (int, float):
+            same = [p for p in self.phases if isinstance(p, kind)]
+            if any(b <= a for a, b in zip(same, same[1:], strict=False)):
+                raise GolfError(f"phase boundaries must increase ({list(self.phases)})")
         if len(self.sgd) not in (1, len(self.phases)):
             raise GolfError(f"{len(self.sgd)} phase SGD settings for {len(self.phases)} "
                             "phases (give one for all, or one per phase)")

@@ -72,6 +72,11 @@ def test_text_output_names_the_gain(checkpoint, tiny_shards, tiny_tokenizer):
     (["--ttt-rank", "4"], "need --ttt lora, sgd or phased"),
     (["--ttt", "sgd", "--ttt-rank", "4"], "do not apply to sgd"),
     (["--ttt", "lora", "--ttt-chunk", "128"], "shorter than its chunk"),
+    (["--ttt", "lora", "--ttt-warm-a", "--ttt-doc-order", "length"], "stream order"),
+    (["--ttt", "phased", "--ttt-chunk", "32", "--ttt-phases", "2,1"], "must increase"),
+    (["--ttt", "phased", "--ttt-chunk", "32", "--ttt-phases", "1,2", "--ttt-phase-lr",
+      "0.1,0.2,0.3"], "phases"),
+    (["--ttt", "lora", "--ttt-phases", "3"], "do not apply to lora"),
 ])
 def test_option_errors(checkpoint, tiny_shards, tiny_tokenizer, args, msg):
     r = _score(checkpoint, tiny_shards, tiny_tokenizer, *args)
