@@ -131,6 +131,15 @@ def test_weights_come_back_and_frozen_blocks_stay(model, tables, stream):
         trainable_params(model, 3)
 
 
+def test_a_later_phase_never_reaches_earlier_documents(model, tables, stream):
+    starts, _ = split_documents(stream)
+    two = _run(model, stream, tables, _settings(phases=(2, 4)))
+    one = _run(model, stream, tables, _settings(phases=(2,)))
+    cut = int(starts[4])            # documents 0-3: scored before phase 2 exists
+    np.testing.assert_array_equal(two.per_token_nats[:cut], one.per_token_nats[:cut])
+    assert not np.array_equal(two.per_token_nats[cut:], one.per_token_nats[cut:])
+
+
 @pytest.mark.slow
 def test_audit_passes_bitwise(model, tables, stream):
     mode = build_mode("phased", model, AuditConfig(seq_len=64, batch=3, ttt=_settings()))

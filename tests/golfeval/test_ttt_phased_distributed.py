@@ -39,6 +39,7 @@ def test_two_gloo_ranks_equal_one_bit_for_bit(tiny_shards, tiny_tokenizer, tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads(proc.stdout)
     assert two["ranks"] == 2 and two["scored_tokens"] == N - 1
+    assert two["eval_seconds"] >= two["ttt_seconds"] > 0      # the slowest rank's
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
