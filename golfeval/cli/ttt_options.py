@@ -21,6 +21,7 @@ _OPTIONS = [
                              help="LoRA optimizer; adamw decouples the weight decay [adam]")),
     ("--ttt-beta1", dict(type=float, help="LoRA Adam beta1 [0.9]")),
     ("--ttt-beta2", dict(type=float, help="LoRA Adam beta2 [0.95]")),
+    ("--ttt-eps", dict(type=float, help="LoRA Adam epsilon [1e-8]")),
     ("--ttt-weight-decay", dict(type=float, help="LoRA weight decay [0]")),
     ("--ttt-grad-steps", dict(type=int, help="LoRA optimizer steps per scored chunk [1]")),
     ("--ttt-warm-a/--ttt-fresh-a", dict(default=None, help="keep A from the row's previous "

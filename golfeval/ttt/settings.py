@@ -22,7 +22,8 @@ TIMER = ("scoring and adapting every chunk on this rank, global phases included 
 # mean "the kind's default". PhasedSettings takes the LoRA ones for its LoRA part.
 LORA_OPTIONS = {"rank": "rank", "chunk": "chunk", "lr": "lr", "targets": "targets",
                 "alpha": "alpha", "optimizer": "optimizer", "beta1": "beta1",
-                "beta2": "beta2", "weight_decay": "weight_decay", "grad_steps": "grad_steps",
+                "beta2": "beta2", "eps": "eps", "weight_decay": "weight_decay",
+                "grad_steps": "grad_steps",
                 "warm_a": "warm_a", "docs_per_batch": "batch", "doc_order": "sort_docs"}
 SGD_OPTIONS = {"chunk": "chunk_tokens", "lr": "lr", "epochs": "epochs",
                "freeze_blocks": "freeze_blocks"}

@@ -104,13 +104,14 @@ def test_document_batches_sorted_or_in_stream_order():
 
 
 def test_options_reach_the_settings_and_the_report():
-    s = make_settings("lora", seq_len=64, alpha=16.0, optimizer="adamw", beta1=0.0,
+    s = make_settings("lora", seq_len=64, alpha=16.0, optimizer="adamw", beta1=0.0, eps=1e-10,
                       weight_decay=0.5, grad_steps=2, warm_a=True, docs_per_batch=8,
                       targets="q,k,v,o,mlp,head", rank=8, chunk=16)
     d = s.to_dict()
     assert (d["alpha"], d["scale"], d["optimizer"], d["beta1"], d["weight_decay"]) == \
         (16.0, 2.0, "adamw", 0.0, 0.5)
     assert (d["grad_steps"], d["warm_a"], d["batch"], d["sort_docs"]) == (2, True, 8, False)
+    assert d["eps"] == 1e-10
     assert d["targets"] == ["q", "k", "v", "o", "mlp", "head"]
     with pytest.raises(GolfError):
         make_settings("lora", optimizer="sgd")
