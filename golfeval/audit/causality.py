@@ -173,6 +173,30 @@ def _sgd(model, cfg: AuditConfig) -> AuditMode:
                                                      s.chunk_tokens))
 
 
+@register("phased")
+def _phased(model, cfg: AuditConfig) -> AuditMode:
+    from golfeval.ttt.lora import LoraSettings, split_documents
+    from golfeval.ttt.phased import PhasedSettings, evaluate_phased, phase_boundaries
+
+    s = cfg.ttt if isinstance(cfg.ttt, PhasedSettings) else PhasedSettings(
+        lora=LoraSettings(context=cfg.seq_len))
+
+    def evaluate(tokens, tb):
+        return evaluate_phased(model, tokens, tb, s, device=cfg.device, per_token=True,
+                               bos_id=cfg.bos_id)
+
+    def boundaries(tokens):
+        # document starts, LoRA chunk starts, and the first target after each phase
+        starts, ntargets = split_documents(tokens, cfg.bos_id)
+        out = list(starts)
+        for a, n in zip(starts, ntargets, strict=True):
+            out.extend(range(int(a) + s.lora.chunk, int(a + n), s.lora.chunk))
+        out.extend(int(starts[b]) for b in phase_boundaries(int(starts.size), s.phases))
+        return out
+
+    return AuditMode("phased", evaluate, boundaries=boundaries)
+
+
 @dataclass
 class Check:
     name: str

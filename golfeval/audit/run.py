@@ -41,6 +41,14 @@ def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None,
     if mode == "sgd" and tokens.size - 1 <= cfg.ttt.chunk_tokens and warn:
         warn(f"{tokens.size:,} tokens make one SGD chunk, so no adaptation is exercised; "
              "pass a smaller --ttt-chunk or a larger --max-tokens")
+    if mode == "phased" and warn:
+        from golfeval.ttt.lora import split_documents
+        from golfeval.ttt.phased import phase_boundaries
+
+        n_docs = int(split_documents(tokens, cfg.bos_id)[0].size)
+        if not phase_boundaries(n_docs, cfg.ttt.phases):
+            warn(f"{n_docs:,} documents leave no phase boundary inside the stream, so no "
+                 "global step is exercised; pass smaller --ttt-phases")
     report = run_audit(audit_mode, tokens, tables.target_bytes, tables.vocab_size,
                        positions=positions, seed=seed, atol=atol, on_cut=on_cut,
                        bos_id=cfg.bos_id, leaks=leaks, sweeps=sweeps, check_len=seq_len)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from golfeval.audit.run import DEFAULT_MAX_TOKENS, audit_model
-from golfeval.cli.ttt_options import refuse_stray_ttt_flags, ttt_options
+from golfeval.cli.ttt_options import pop_ttt_options, refuse_stray_ttt_flags, ttt_options
 from golfpack.cli.kit import emit_json
 from golfpack.errors import CheckFailed, GolfError
 
@@ -22,8 +22,8 @@ from golfpack.errors import CheckFailed, GolfError
 @click.option("--tokenizer", required=True, type=click.Path(dir_okay=False),
               help="sentencepiece .model (its byte tables count the random suffixes too)")
 @click.option("--mode", required=True,
-              help="evaluation mode to audit: flat, sliding, lora, sgd, or any mode registered "
-                   "with golfeval.audit.causality.register (see --plugin)")
+              help="evaluation mode to audit: flat, sliding, lora, sgd, phased, or any mode "
+                   "registered with golfeval.audit.causality.register (see --plugin)")
 @click.option("--plugin", "plugins", multiple=True,
               help="import this module (dotted name or .py file) first, so the modes it "
                    "registers can be audited; repeatable")
@@ -55,9 +55,8 @@ from golfpack.errors import CheckFailed, GolfError
 @click.option("--force", is_flag=True, help="audit despite a tokenizer hash mismatch")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugins,
-          leak_checks, sweeps, positions,
-          max_tokens, seq_len, stride, batch, doc_isolation, ttt_rank, ttt_chunk, ttt_lr,
-          ttt_epochs, ttt_targets, device, atol, seed, threads, force, as_json):
+          leak_checks, sweeps, positions, max_tokens, seq_len, stride, batch, doc_isolation,
+          device, atol, seed, threads, force, as_json, **ttt_flags):
     """Prove an evaluation mode causal on real tokens.
 
     Scores the stream, then copies whose tokens after a cut t are random; the loss of
@@ -85,11 +84,12 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugi
 
         torch.set_num_threads(threads)
     ttt = None
-    if mode in ("lora", "sgd"):
-        ttt = make_settings(mode, rank=ttt_rank, chunk=ttt_chunk, lr=ttt_lr, epochs=ttt_epochs,
-                            targets=ttt_targets, seq_len=seq_len, stride=stride, batch=batch)
+    ttt_opts = pop_ttt_options(ttt_flags)
+    if mode in ("lora", "sgd", "phased"):
+        ttt = make_settings(mode, seq_len=seq_len, stride=stride, batch=batch, **ttt_opts)
     else:
-        refuse_stray_ttt_flags(locals(), "--mode lora or sgd (they apply to those modes)")
+        refuse_stray_ttt_flags(ttt_opts, "--mode lora, sgd or phased (they apply to those "
+                                         "modes)")
 
     def show(cut):
         if not as_json:

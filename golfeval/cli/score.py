@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import click
 
-from golfeval.cli.ttt_options import refuse_stray_ttt_flags, ttt_options
+from golfeval.cli.ttt_options import pop_ttt_options, refuse_stray_ttt_flags, ttt_options
 from golfeval.score.evaluate import evaluate
 from golfeval.ttt.settings import make_settings
 from golfpack.cli.kit import emit_json
-from golfpack.errors import CheckFailed
+from golfpack.errors import CheckFailed, GolfError
 
 
 def result_line(report: dict) -> str:
@@ -61,23 +61,29 @@ def result_line(report: dict) -> str:
 @click.option("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
 @click.option("--force", is_flag=True,
               help="score despite a tokenizer hash mismatch; overwrite --per-token")
-@click.option("--ttt", type=click.Choice(["lora", "sgd"]), default=None,
+@click.option("--ttt", type=click.Choice(["lora", "sgd", "phased"]), default=None,
               help="then score again with score-first test-time training (--mode is the "
                    "pre-TTT reference; see docs/ttt.md)")
 @ttt_options
+@click.option("--eval-budget", type=float, default=None, metavar="SECONDS",
+              help="exit 1 when the whole evaluation (loading, warm-up, scoring, TTT) takes "
+                   "longer, e.g. 600")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, batch,
           max_tokens, doc_isolation, model_spec, device, per_token_path, sidecar, no_sidecar,
-          compile_model, threads, force, as_json, trust_arch, ttt, ttt_rank, ttt_chunk, ttt_lr,
-          ttt_epochs, ttt_targets):
+          compile_model, threads, force, as_json, trust_arch, ttt, eval_budget,
+          **ttt_flags):
     """Score a model in exact bits per byte on validation shards.
 
     Every target from the second token on is scored exactly once in sliding mode; the
     same command runs on K ranks under `torchrun --nproc_per_node=K -m golfeval.score`.
     Prints the challenge-style `final_..._exact val_loss:... val_bpb:...` line.
     """
+    ttt_opts = pop_ttt_options(ttt_flags)
     if ttt is None:
-        refuse_stray_ttt_flags(locals(), "--ttt lora or --ttt sgd")
+        refuse_stray_ttt_flags(ttt_opts, "--ttt lora, sgd or phased")
+    if eval_budget is not None and eval_budget <= 0:
+        raise GolfError("--eval-budget must be a positive number of seconds")
     if threads:
         import torch
 
@@ -89,14 +95,15 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
                       per_token_path=per_token_path, force=force, sidecar=sidecar,
                       no_sidecar=no_sidecar, compile_model=compile_model,
                       progress=not as_json, trust_arch=trust_arch,
+                      eval_budget=eval_budget,
                       ttt=None if ttt is None else make_settings(
-                          ttt, rank=ttt_rank, chunk=ttt_chunk, lr=ttt_lr, epochs=ttt_epochs,
-                          targets=ttt_targets, seq_len=seq_len, stride=stride,
-                          batch=batch if ttt == "sgd" else None))
+                          ttt, seq_len=seq_len, stride=stride,
+                          batch=batch if ttt == "sgd" else None, **ttt_opts))
     if not report.pop("is_main"):
         return
     if as_json:
         emit_json({**report, "line": result_line(report)})
+        _check_budget(report)
         return
     m = report["model"]
     click.echo(f"model   {m['source']} {m['path']} ({m['arch']}, vocab {m['vocab_size']})")
@@ -126,7 +133,22 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
                    f"({rc['double_counted_positions']:,} positions counted more than once, "
                    f"up to {rc['max_times_counted']}x; {rc['trimmed_targets']:,} tail targets "
                    "trimmed)")
+    t = report["timing"]
+    budget = ("" if report.get("eval_budget") is None else
+              f" of a {report['eval_budget']:g} s budget "
+              f"({'within' if report['within_budget'] else 'EXCEEDED'})")
+    click.echo(f"time    {report['eval_seconds']:.1f} s in all{budget}: start-up "
+               f"{t['startup_s']:.1f}, load {t['load_s']:.1f}, data {t['data_s']:.1f}, "
+               f"warm-up {t['warmup_s']:.1f}, "
+               f"score {t['score_s']:.1f}, TTT {t['ttt_s']:.1f}")
     click.echo(result_line(report))
+    _check_budget(report)
+
+
+def _check_budget(report: dict) -> None:
+    if report.get("within_budget") is False:
+        raise CheckFailed(f"the evaluation took {report['eval_seconds']:.1f} s, over the "
+                          f"{report['eval_budget']:g} s budget")
 
 
 @click.command("bytes")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 
 from golfpack.errors import GolfError
 
@@ -55,8 +56,13 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
              seq_len=1024, stride=64, batch=None, max_tokens=None, doc_isolation=False,
              model_spec=None, config=None, device="auto", per_token_path=None, force=False,
              sidecar=None, no_sidecar=False, compile_model=None, progress=False,
-             warn=None, ttt=None, trust_arch=False) -> dict:
-    """Load, check, score; returns the report (per-token file written on rank 0)."""
+             warn=None, ttt=None, trust_arch=False, eval_budget=None) -> dict:
+    """Load, check, score; returns the report (per-token file written on rank 0).
+
+    `eval_seconds` is the wall time of the whole evaluation (process group, model load,
+    data and byte tables, compile warm-up on random tokens, scoring, TTT), the slowest
+    rank's; `timing` splits it; with `eval_budget` the report says whether it fit."""
+    clock = _Clock()
     from golfeval.data.bytetables import ByteTables, sidecar_target_bytes
     from golfeval.data.shards import find_shards, load_tokens
     from golfeval.score import distributed, modelio
@@ -76,6 +82,7 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
             artifact=artifact, checkpoint=checkpoint, model_spec=model_spec, config=config,
             device=ctx.device, tokenizer=tokenizer, force=force, warn=warn,
             trust_arch=trust_arch)
+        clock.lap("load_s")
         shard_paths = find_shards(data, "val")
         tokens = load_tokens(data, "val", max_tokens=max_tokens)
         hi = int(tokens.max()) if tokens.size else 0
@@ -92,9 +99,16 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
             target_bytes, source = tables.target_bytes(tokens), "tables"
         if compile_model is None:  # 2.9x on an H100; compiling costs seconds, not minutes
             compile_model = ctx.device.type == "cuda"
+        clock.lap("data_s")
+        batch = batch or default_batch(ctx.device.type)
         if compile_model:
             modelio.compile_model(loaded.model)
-        batch = batch or default_batch(ctx.device.type)
+            step = stride if mode in ("sliding", "sliding-record") else seq_len
+            warm_up(loaded.model, loaded.vocab_size,
+                    min(int(tokens.size), seq_len + (batch + 1) * step + 1),
+                    mode="sliding" if mode == "sliding-record" else mode, seq_len=seq_len,
+                    stride=stride, batch=batch, doc_isolation=doc_isolation, device=ctx.device)
+        clock.lap("warmup_s")
         record_cmp = None
         if mode == "sliding-record":  # the records' rule beside the exact sliding score
             from golfeval.score.recordmode import score_record_sliding
@@ -109,6 +123,7 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
                 stride=stride, batch=batch, doc_isolation=doc_isolation, device=ctx.device,
                 rank=ctx.rank, world=ctx.world, per_token=per_token_path is not None,
                 progress=progress and ctx.is_main)
+        clock.lap("score_s")
         if result.bytes_sum == 0:
             raise GolfError("the scored targets hold no bytes; nothing to divide by")
         report = {
@@ -141,13 +156,94 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
                                      progress=progress and ctx.is_main,
                                      doc_isolation=doc_isolation)
             report.update(ttt_mod.report_fields(pre=report, post=result, settings=ttt))
+        clock.lap("ttt_s")
         # --- end test-time training ---
+        report.update(clock.report(ctx.world, eval_budget))
         if per_token_path is not None and ctx.is_main:
             _write_per_token(per_token_path, result.per_token_nats, target_bytes, force)
             report["per_token"] = os.fspath(per_token_path)
         return report
     finally:
         distributed.shutdown(ctx)
+
+
+class _Clock:
+    """Laps of the evaluation's wall time (perf_counter), for the report's `timing`."""
+
+    def __init__(self):
+        self.t0 = self.last = time.perf_counter()
+        self.laps = dict.fromkeys(("startup_s", "load_s", "data_s", "warmup_s", "score_s",
+                                   "ttt_s"), 0.0)
+        self.laps["startup_s"] = process_age()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] += now - self.last
+        self.last = now
+
+    def report(self, world: int, budget) -> dict:
+        total = _slowest(time.perf_counter() - self.t0 + self.laps["startup_s"], world)
+        out = {"eval_seconds": total, "timing": {**self.laps, "total_s": total},
+               "eval_timer": "wall time from the start of the process (interpreter and "
+                             "imports: startup_s) through the process group, model load, "
+                             "data, compile warm-up on random tokens, scoring and, with "
+                             "TTT, the pre-TTT pass and the TTT pass to the final score, "
+                             "on the slowest rank"}
+        if budget is not None:
+            out.update(eval_budget=float(budget), within_budget=total <= budget)
+        return out
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux /proc; 0.0 where unavailable), so the
+    budget also counts the interpreter start and imports before the evaluation begins."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _slowest(seconds: float, world: int) -> float:
+    """The largest value over the ranks of a running process group."""
+    if world <= 1:
+        return seconds
+    import torch
+    import torch.distributed as dist
+
+    from golfeval.score import distributed
+
+    if distributed.active_world() != world:
+        return seconds
+    t = torch.tensor([seconds], dtype=torch.float64, device=distributed._reduce_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def warm_up(model, vocab_size: int, n_tokens: int, *, mode, seq_len, stride, batch,
+            doc_isolation, device) -> float:
+    """Run the scorer once on `n_tokens` seeded random tokens (BOS first), so that a
+    compiled model compiles before it sees validation tokens; the model must come out
+    unchanged (checked). Returns the seconds it took."""
+    import numpy as np
+
+    from golfeval.score.core import score_tokens
+    from golfeval.ttt.fingerprint import state_tensors, unchanged
+
+    t0 = time.perf_counter()
+    if n_tokens < 2:
+        return 0.0
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, max(3, vocab_size), n_tokens).astype(np.int64)
+    tokens[0] = 1
+    with unchanged(lambda: state_tensors(model), "the compile warm-up"):
+        score_tokens(model, tokens, np.ones(n_tokens - 1, dtype=np.int64), mode=mode,
+                     seq_len=seq_len, stride=stride, batch=batch, doc_isolation=doc_isolation,
+                     device=device)
+    return time.perf_counter() - t0
 
 
 def _check_output(path, inputs, force: bool) -> None:

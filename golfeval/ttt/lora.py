@@ -7,9 +7,10 @@ document's BOS and the documents' targets together are exactly the stream's. A d
 read in chunks of C targets. Chunk c is scored with the window of inputs
 [max(0, (c+1)C - L), (c+1)C) of its document: the window ends where the chunk would end
 whatever the document's length, so no score depends on where the document ends. Per chunk:
-score it, hand the sums back, then take one Adam step on that chunk's mean loss. A
-document's last chunk is never trained on; adapters (A random, B zero) and Adam state are
-fresh for every document.
+score it, hand the sums back, then take `grad_steps` Adam/AdamW steps on that chunk's mean
+loss. A document's last chunk is never trained on; adapters (A seeded random, B zero) and
+optimizer state are fresh for every document, unless `warm_a` keeps A from the row's
+previous (earlier-in-stream) document.
 
 Documents are sorted by chunk count and run B at a time, each row of the batch with its own
 adapters ([B, in, r] and [B, r, out] tensors). Every forward of step c has the shape
@@ -22,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -32,6 +33,7 @@ from torch import nn
 
 from golfeval.score import distributed
 from golfeval.score.core import ScoreResult
+from golfeval.ttt.adapters import SITES, BatchedLoRA, head_logits
 from golfeval.ttt.fingerprint import (
     ScoreFirstLedger,
     drop_inference_caches,
@@ -40,9 +42,7 @@ from golfeval.ttt.fingerprint import (
 )
 from golfpack.errors import GolfError
 
-# Short names of adapter sites -> module-name suffix in the reference GPT.
-SITES = {"q": "attn.c_q", "k": "attn.c_k", "v": "attn.c_v", "o": "attn.proj",
-         "up": "mlp.fc", "down": "mlp.proj", "head": "head"}
+OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,25 @@ class LoraSettings:
     targets: tuple[str, ...] = ("q", "v", "head")
     batch: int | None = None  # documents per forward; None: 4 on CPU, 32 on CUDA
     seed: int = 0             # A's initialisation (the same for every document)
+    alpha: float | None = None  # adapter output scaled by alpha / rank; None: alpha = rank
+    optimizer: str = "adam"   # adam (L2 weight decay) or adamw (decoupled weight decay)
+    weight_decay: float = 0.0
+    grad_steps: int = 1       # optimizer steps on each chunk after it is scored
+    warm_a: bool = False      # keep A from the previous document of the row (B still reset)
+    sort_docs: bool | None = None  # batch documents by length; None: yes unless warm_a
 
     def __post_init__(self):
         if self.rank < 1 or self.chunk < 1 or (self.batch is not None and self.batch < 1):
             raise GolfError("LoRA rank, chunk and batch must be >= 1")
+        if self.grad_steps < 1:
+            raise GolfError("LoRA grad steps per chunk must be >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise GolfError(f"unknown LoRA optimizer {self.optimizer!r} (adam or adamw)")
+        if self.weight_decay < 0 or self.lr < 0 or (self.alpha is not None and self.alpha <= 0):
+            raise GolfError("LoRA lr and weight decay must be >= 0, alpha > 0")
+        if self.warm_a and self.sort_docs:
+            raise GolfError("warm-starting A needs documents in stream order (A may only "
+                            "carry what earlier documents taught it), not sorted by length")
         if self.context < self.chunk:
             raise GolfError(f"LoRA context {self.context} is shorter than its chunk "
                             f"{self.chunk}")
@@ -69,8 +84,18 @@ class LoraSettings:
             raise GolfError(f"unknown LoRA target(s) {unknown} (choose from "
                             f"{', '.join(SITES)})")
 
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+    @property
+    def sorted_by_length(self) -> bool:
+        return (not self.warm_a) if self.sort_docs is None else self.sort_docs
+
     def to_dict(self) -> dict:
-        return {"kind": "lora", **asdict(self), "targets": list(self.targets)}
+        return {"kind": "lora", **asdict(self), "targets": list(self.targets),
+                "alpha": self.rank if self.alpha is None else self.alpha,
+                "scale": self.scale, "sort_docs": self.sorted_by_length}
 
 
 def resolve(settings: LoraSettings, device) -> LoraSettings:
@@ -95,6 +120,17 @@ def split_documents(tokens: np.ndarray, bos_id: int = 1) -> tuple[np.ndarray, np
     return starts, ends - starts
 
 
+def document_batches(docs: np.ndarray, ntargets: np.ndarray,
+                     settings: LoraSettings) -> list[np.ndarray]:
+    """Documents `docs` (indices) in batches of settings.batch: by chunk count, most first
+    (stable), or in stream order when not sorting (as warm-started A needs)."""
+    docs = np.asarray(docs, dtype=np.int64)
+    if settings.sorted_by_length:
+        nchunks = -(-ntargets[docs] // settings.chunk)
+        docs = docs[np.lexsort((docs, -nchunks))]
+    return [docs[i: i + settings.batch] for i in range(0, docs.size, settings.batch)]
+
+
 def chunk_window(c: int, chunk: int, context: int) -> tuple[int, int]:
     """(first input, length) of chunk c's window, relative to its document's start; the
     chunk's targets are the window's last `chunk` positions."""
@@ -103,87 +139,12 @@ def chunk_window(c: int, chunk: int, context: int) -> tuple[int, int]:
     return start, end - start
 
 
-class BatchedLoRA(nn.Module):
-    """Rank-r adapters for B documents at once on linear layers (found by name suffix) and
-    on the tied output head. `installed()` hooks them into the model's forward."""
-
-    def __init__(self, model: nn.Module, targets, rank: int, batch: int, seed: int = 0):
-        super().__init__()
-        self.batch, self.rank = batch, rank
-        self.sites: list[tuple[str, nn.Module]] = []
-        for t in targets:
-            if t == "head":
-                continue
-            suffix = SITES[t]
-            found = [(n, m) for n, m in model.named_modules()
-                     if n.endswith(suffix) and isinstance(m, nn.Linear)]
-            if not found:
-                raise GolfError(f"LoRA target {t!r}: the model has no linear layer named "
-                                f"*{suffix}")
-            self.sites.extend(found)
-        dims = [(m.in_features, m.out_features) for _, m in self.sites]
-        if "head" in targets:
-            if not (hasattr(model, "hidden") and hasattr(model, "head_weight")):
-                raise GolfError("a LoRA head adapter needs a model with hidden() and "
-                                "head_weight()")
-            vocab, dim = model.head_weight().shape
-            dims.append((dim, vocab))
-        self.has_head = "head" in targets
-        gen = torch.Generator().manual_seed(seed)
-        device = next(model.parameters()).device
-        self.A, self.B = nn.ParameterList(), nn.ParameterList()
-        self._a0: list[torch.Tensor] = []
-        for d_in, d_out in dims:
-            bound = 1.0 / math.sqrt(d_in)
-            a0 = (torch.rand(d_in, rank, generator=gen) * 2 - 1) * bound
-            self._a0.append(a0.to(device))
-            self.A.append(nn.Parameter(torch.empty(batch, d_in, rank, device=device)))
-            self.B.append(nn.Parameter(torch.empty(batch, rank, d_out, device=device)))
-        self.reset()
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        for a, b, a0 in zip(self.A, self.B, self._a0, strict=True):
-            a.copy_(a0.expand_as(a))
-            b.zero_()
-
-    def _delta(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        if x.size(0) != self.batch:
-            raise GolfError(f"internal: LoRA batch {self.batch} got input batch {x.size(0)}")
-        return (x @ self.A[i].to(x.dtype)) @ self.B[i].to(x.dtype)
-
-    @contextmanager
-    def installed(self):
-        handles = []
-        for i, (_, module) in enumerate(self.sites):
-            def hook(mod, args, out, i=i):
-                return out + self._delta(i, args[0])
-            handles.append(module.register_forward_hook(hook))
-        try:
-            yield self
-        finally:
-            for h in handles:
-                h.remove()
-
-    def head_delta(self, h: torch.Tensor) -> torch.Tensor | None:
-        return self._delta(len(self.sites), h) if self.has_head else None
-
-
-def head_logits(model: nn.Module, h: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
-    """float32 logits of the tied head plus an adapter's delta, soft-capped as GPT.logits."""
-    if delta is None:
-        return model.logits(h).float()
-    raw = F.linear(h, model.head_weight().to(h.dtype)).float() + delta.float()
-    cap = getattr(getattr(model, "config", None), "logit_softcap", 0.0)
-    return cap * torch.tanh(raw / cap) if cap else raw
-
-
 class DocBatch:
     """B documents (rows; empty rows pad a short batch) stepped through their chunks."""
 
     def __init__(self, model, tokens: np.ndarray, starts: np.ndarray, ntargets: np.ndarray,
                  settings: LoraSettings, device: torch.device, amp: bool,
-                 adapters: BatchedLoRA | None):
+                 adapters: BatchedLoRA | None, fresh_a: bool = True):
         b = settings.batch
         self.model, self.tokens, self.s, self.device = model, tokens, settings, device
         self.starts = np.zeros(b, dtype=np.int64)
@@ -196,10 +157,11 @@ class DocBatch:
                          else nullcontext())
         self.optimizer = None
         if adapters is not None:
-            adapters.reset()
-            self.optimizer = torch.optim.Adam(adapters.parameters(), lr=settings.lr,
-                                              betas=(settings.beta1, settings.beta2),
-                                              eps=settings.eps)
+            adapters.reset(keep_a=settings.warm_a and not fresh_a)
+            opt = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+            self.optimizer = opt(adapters.parameters(), lr=settings.lr,
+                                 betas=(settings.beta1, settings.beta2), eps=settings.eps,
+                                 weight_decay=settings.weight_decay)
 
     def _grid(self, rel: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
         valid = rel[None, :] < self.ntargets[:, None]
@@ -236,12 +198,16 @@ class DocBatch:
         return c < self.nchunks - 1
 
     def step(self, c: int, nats: torch.Tensor) -> None:
-        """One Adam step on each training row's mean chunk loss (rows are independent)."""
+        """grad_steps optimizer steps on each training row's mean chunk loss (rows are
+        independent); steps after the first run the chunk's forward again."""
         rows = torch.from_numpy(self.trains(c)).to(nats.device)
-        loss = (nats * rows[:, None]).sum() / self.s.chunk
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        for g in range(self.s.grad_steps):
+            if g:
+                nats = self.forward(c)
+            loss = (nats * rows[:, None]).sum() / self.s.chunk
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
 
     def state(self) -> list[torch.Tensor]:
         if self.adapters is None:
@@ -310,9 +276,7 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
     amp = device.type == "cuda" if amp is None else amp
     settings = resolve(settings, device)
     starts, ntargets = split_documents(tokens, bos_id)
-    nchunks = -(-ntargets // settings.chunk)
-    order = np.lexsort((np.arange(starts.size), -nchunks))  # most chunks first, stable
-    batches = [order[i: i + settings.batch] for i in range(0, order.size, settings.batch)]
+    batches = document_batches(np.arange(starts.size), ntargets, settings)
     mine = batches[rank::world]
     tally = Tally(target_bytes, per_token)
     flags = [p.requires_grad for p in model.parameters()]
@@ -323,11 +287,11 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
         if adapt:
             drop_inference_caches(model)
         adapters = (BatchedLoRA(model, settings.targets, settings.rank, settings.batch,
-                                settings.seed) if adapt else None)
+                                settings.seed, settings.scale) if adapt else None)
         try:
             for i, sel in enumerate(mine):
                 batch = DocBatch(model, tokens, starts[sel], ntargets[sel], settings, device,
-                                 amp, adapters)
+                                 amp, adapters, fresh_a=i == 0)
                 ledger = ScoreFirstLedger(batch.state)
                 grad = torch.enable_grad() if adapt else torch.inference_mode()
                 with grad:
@@ -342,7 +306,7 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    return _result(tally, seconds, len(batches), world)
+    return result_from_tally(tally, seconds, len(batches), world)
 
 
 def _progress(on: bool, total: int, adapt: bool):
@@ -354,7 +318,8 @@ def _progress(on: bool, total: int, adapt: bool):
                 desc="LoRA TTT" if adapt else "doc chunks")
 
 
-def _result(tally: Tally, seconds: float, windows: int, world: int) -> ScoreResult:
+def result_from_tally(tally: Tally, seconds: float, windows: int, world: int) -> ScoreResult:
+    """The ScoreResult of a tally (float64 sums and per-target nats merged over ranks)."""
     sums = [math.fsum(tally.row_sums), tally.bytes, tally.scored]
     nats = tally.nats
     ranks = 1

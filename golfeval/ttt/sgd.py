@@ -49,10 +49,11 @@ class SGDSettings:
     stride: int = 64            # sliding stride S
     train_batch: int = 32       # sequences per optimizer step, over all ranks
     score_batch: int = 32       # windows per scoring forward (never changes results)
+    freeze_blocks: int = 0      # blocks 0..N-1 are never trained
 
     def __post_init__(self):
         if min(self.chunk_tokens, self.epochs, self.seq_len, self.stride,
-               self.train_batch, self.score_batch) < 1:
+               self.train_batch, self.score_batch) < 1 or self.freeze_blocks < 0:
             raise GolfError("SGD TTT chunk, epochs, seq_len, stride and batches must be >= 1")
         if self.stride > self.seq_len:
             raise GolfError(f"stride {self.stride} exceeds seq_len {self.seq_len}")
@@ -101,7 +102,7 @@ class ChunkTrainer:
         self.doc_isolation, self.bos_id = doc_isolation, bos_id
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
                          else nullcontext())
-        self.params = [p for p in model.parameters() if p.is_floating_point()]
+        self.params = trainable_params(model, settings.freeze_blocks)
         self.optimizer = torch.optim.SGD(self.params, lr=settings.lr,
                                          momentum=settings.momentum)
         self.reduce = world > 1 and distributed.active_world() == world
@@ -190,7 +191,8 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "SGD evaluation"):
         try:
-            for p in trainable(model):
+            model.requires_grad_(False)
+            for p in trainable_params(model, settings.freeze_blocks):
                 p.requires_grad_(adapt)
             trainer = ChunkTrainer(model, tokens, settings, device, amp, rank, world,
                                    doc_isolation, bos_id) if adapt else None
@@ -224,8 +226,18 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
         ranks=min((p.ranks for p in parts), default=1))
 
 
-def trainable(model) -> list[torch.Tensor]:
-    return [p for p in model.parameters() if p.is_floating_point()]
+def trainable_params(model, freeze_blocks: int = 0) -> list[torch.Tensor]:
+    """The floating-point parameters TTT trains: all but those of blocks 0..freeze_blocks-1
+    (the reference GPT's `blocks`)."""
+    if freeze_blocks:
+        blocks = getattr(model, "blocks", None)
+        if blocks is None or freeze_blocks > len(blocks):
+            n = 0 if blocks is None else len(blocks)
+            raise GolfError(f"cannot freeze {freeze_blocks} blocks of a model with {n}")
+        frozen = {id(p) for b in list(blocks)[:freeze_blocks] for p in b.parameters()}
+    else:
+        frozen = set()
+    return [p for p in model.parameters() if p.is_floating_point() and id(p) not in frozen]
 
 
 def _chunk_scorer(model, tokens, target_bytes, s: SGDSettings, device, rank, world, per_token,

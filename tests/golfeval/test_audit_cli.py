@@ -67,9 +67,9 @@ def test_a_leaky_mode_fails_with_exit_1(checkpoint, tiny_shards, tiny_tokenizer,
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--mode", "flat", "--ttt-rank", "4"], "need --mode lora or sgd"),
-    (["--mode", "lora", "--ttt-epochs", "2"], "applies to --ttt sgd"),
-    (["--mode", "sgd", "--ttt-rank", "2"], "apply to --ttt lora"),
+    (["--mode", "flat", "--ttt-rank", "4"], "need --mode lora, sgd or phased"),
+    (["--mode", "lora", "--ttt-epochs", "2"], "epochs do not apply to lora"),
+    (["--mode", "sgd", "--ttt-rank", "2"], "do not apply to sgd"),
     (["--mode", "lora", "--ttt-chunk", "32", "--ttt-targets", "q,zz"], "unknown LoRA target"),
     (["--mode", "flat", "--positions", "0"], "--positions must be at least 1"),
 ])

@@ -38,6 +38,8 @@ def _score(checkpoint, tiny_shards, tiny_tokenizer, *args):
 @pytest.mark.parametrize("kind,extra", [
     ("lora", ["--ttt-chunk", "32", "--ttt-rank", "2", "--ttt-lr", "0.02"]),
     ("sgd", ["--ttt-chunk", "200", "--ttt-epochs", "1", "--ttt-lr", "0.01"]),
+    ("phased", ["--ttt-chunk", "32", "--ttt-rank", "2", "--ttt-phases", "0.5",
+                "--ttt-phase-batch", "4", "--ttt-lr", "0.02"]),
 ])
 def test_score_with_ttt_reports_both_scores(checkpoint, tiny_shards, tiny_tokenizer, kind,
                                             extra):
@@ -48,11 +50,14 @@ def test_score_with_ttt_reports_both_scores(checkpoint, tiny_shards, tiny_tokeni
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["pre_ttt_bpb"] == plain["val_bpb"] and rep["mode"] == "sliding"
-    assert rep["ttt"]["kind"] == kind and rep["ttt"]["lr"] == float(extra[-1])
+    lr = rep["ttt"]["lora"]["lr"] if kind == "phased" else rep["ttt"]["lr"]
+    assert rep["ttt"]["kind"] == kind and lr == float(extra[-1])
     assert rep["scored_tokens"] == 599 and rep["bytes"] == plain["bytes"]
     assert rep["ttt_gain_bpb"] == pytest.approx(rep["val_bpb"] - rep["pre_ttt_bpb"])
     assert rep["ttt_seconds"] > 0 and "scoring and adapting" in rep["ttt_timer"]
-    assert rep["label"] in ("final_ttt_lora_exact", "legal_ttt_exact")
+    assert rep["label"] in ("final_ttt_lora_exact", "legal_ttt_exact",
+                            "quantized_ttt_phased_exact")
+    assert rep["eval_seconds"] >= rep["ttt_seconds"] + rep["pre_ttt_seconds"]
     assert rep["line"].startswith(rep["label"] + " val_loss:")
 
 
@@ -64,9 +69,14 @@ def test_text_output_names_the_gain(checkpoint, tiny_shards, tiny_tokenizer):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--ttt-rank", "4"], "need --ttt lora or --ttt sgd"),
-    (["--ttt", "sgd", "--ttt-rank", "4"], "apply to --ttt lora"),
+    (["--ttt-rank", "4"], "need --ttt lora, sgd or phased"),
+    (["--ttt", "sgd", "--ttt-rank", "4"], "do not apply to sgd"),
     (["--ttt", "lora", "--ttt-chunk", "128"], "shorter than its chunk"),
+    (["--ttt", "lora", "--ttt-warm-a", "--ttt-doc-order", "length"], "stream order"),
+    (["--ttt", "phased", "--ttt-chunk", "32", "--ttt-phases", "2,1"], "must increase"),
+    (["--ttt", "phased", "--ttt-chunk", "32", "--ttt-phases", "1,2", "--ttt-phase-lr",
+      "0.1,0.2,0.3"], "phases"),
+    (["--ttt", "lora", "--ttt-phases", "3"], "do not apply to lora"),
 ])
 def test_option_errors(checkpoint, tiny_shards, tiny_tokenizer, args, msg):
     r = _score(checkpoint, tiny_shards, tiny_tokenizer, *args)
