@@ -109,7 +109,7 @@ def decoder_features(source: bytes) -> set[str] | None:
     text = _unwrap(source)
     if not all(re.search(p, text) for p in (r"def load\(", r"class GolfDecodeError\b")):
         return None
-    m = re.search(r"""FEATURES\s*=\s*['"]([a-z ]*)['"]""", text)
+    m = re.search(r"""FEATURES\s*=\s*\\?['"]([a-z ]*)\\?['"]""", text)  # maybe in a repr
     return set(m.group(1).split()) if m else None
 
 
