@@ -100,8 +100,8 @@ def test_bundle_runs_like_its_script_without_golf(art, tmp_path, mode):
     ins = json.loads(r.output)
     assert ins["code_bytes"] == out.stat().st_size and ins["decoder_bytes"] == 0
     # it runs like the script, where golf cannot be imported
-    code = ("import runpy, sys\nsys.argv = [%r, %r]\nrunpy.run_path(%r, run_name='__main__')\n"
-            % (str(out), str(art), str(out)))
+    code = (f"import runpy, sys\nsys.argv = [{str(out)!r}, {str(art)!r}]\n"
+            f"runpy.run_path({str(out)!r}, run_name='__main__')\n")
     res = isolated(tmp_path, code, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == _expected(art)

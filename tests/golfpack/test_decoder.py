@@ -21,7 +21,7 @@ from golfpack import decoder as gd
 from golfpack.artifact import encode_artifact, parse_artifact
 from golfpack.errors import ArtifactError
 from golfpack.format import codecs
-from golfpack.quant.qmodel import Entry, Part, QuantizedModel, quantize_state_dict
+from golfpack.quant.qmodel import QuantizedModel, quantize_state_dict
 
 CONFIG = {"vocab_size": 64, "num_layers": 1, "model_dim": 32}
 
@@ -137,7 +137,7 @@ def _ans_classes(data: bytes) -> list[tuple[int, int]]:
 
     art = parse_artifact(data)
     out = []
-    for i, s in enumerate(art.streams):
+    for s in art.streams:
         if s.codec == "ans":
             p = parse(art._payload(s), s.raw_len)
             out.append((p.freqs.shape[0] // p.C, p.C))
