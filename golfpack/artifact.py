@@ -86,7 +86,10 @@ def stream_groups(qmodel: QuantizedModel) -> dict[str, list[tuple[int, str, Part
 def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", tokenizer=None,
                     progress=None, decoder_mode: str | None = None) -> tuple[bytes, dict]:
     """Encode a QuantizedModel (+ model config, tokenizer path or {sha256, vocab_size})
-    into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`."""
+    into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`.
+    With `decoder_mode` ("raw"/"minified": how the decoder is counted) and codec "auto",
+    codecs and transforms whose decoder code costs more than they save are not used
+    (report["codec_savings"] has each one's saving net of its decoder)."""
     if codec not in codecs.CHOICES:
         raise ArtifactError(f"unknown codec {codec!r} (use one of {', '.join(codecs.CHOICES)})")
     plans, keys, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
@@ -113,6 +116,14 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
             plans.append(codecs.plan_stream(content, "bytes", codec,
                                             first.data.dtype.itemsize))
         keys.append(key)
+    savings = None
+    if decoder_mode is not None and codec == "auto":
+        from golfpack import decoder
+
+        kinds = {e.kind for e in qmodel.entries}
+        savings = codecs.choose_net_of_decoder(
+            plans, lambda used: {f: c for f, c in decoder.feature_costs(
+                used | kinds, decoder_mode, estimate=True).items() if f in used})
     if progress:
         progress("rANS")
     encoded = codecs.finish_plans(plans)
@@ -131,7 +142,10 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
     art._seg_bits = seg_bits_by_stream
     for s_in, s_out in zip(streams, art.streams, strict=True):
         s_out.seconds = s_in.seconds
-    return data, art.report(qmodel=qmodel, decode=False)
+    report = art.report(qmodel=qmodel, decode=False)
+    if savings is not None:
+        report["codec_savings"] = savings
+    return data, report
 
 
 def _meta_of(e: Entry) -> dict:

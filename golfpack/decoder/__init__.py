@@ -96,11 +96,30 @@ def decoder_bytes(features=None, mode: str = "raw") -> int:
     return len(decoder_file(features, mode))
 
 
-def feature_costs(features, mode: str = "raw") -> dict[str, int]:
-    """Bytes each feature adds to the decoder of `features` (what dropping it would save)."""
+def feature_costs(features, mode: str = "raw", estimate: bool = False) -> dict[str, int]:
+    """Bytes each feature adds to the decoder of `features` (what dropping it would save).
+    `estimate` (minified mode): from the brotli+base85 size of the source without docstrings
+    instead of the real wrapper: ~0.2 s instead of ~1 s a build, within ~20% (measured)."""
     feats = frozenset(features)
-    full = decoder_bytes(feats, mode)
-    return {f: full - decoder_bytes(feats - {f}, mode) for f in sorted(feats)}
+    size = _estimated_bytes if estimate and mode == "minified" else decoder_bytes
+    full = size(feats, mode)
+    return {f: full - size(feats - {f}, mode) for f in sorted(feats)}
+
+
+@functools.lru_cache(maxsize=256)
+def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
+    import ast
+    import base64
+
+    import brotli
+
+    tree = ast.parse(decoder_source(features))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            node.body = body[1:] or [ast.Pass()]
+    return len(base64.b85encode(brotli.compress(ast.unparse(tree).encode(), quality=11)))
 
 
 def decoder_features(source: bytes) -> set[str] | None:

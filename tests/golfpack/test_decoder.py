@@ -24,6 +24,7 @@ from golfpack.format import codecs
 from golfpack.quant.qmodel import QuantizedModel, quantize_state_dict
 
 CONFIG = {"vocab_size": 64, "num_layers": 1, "model_dim": 32}
+SPEC6 = "@control=fp32;*=int6"
 
 
 def decoder_module(features=None) -> types.ModuleType:
@@ -338,3 +339,23 @@ def test_fuzz_resealed_payload_mutations_agree(fuzz_blob):
         new = dg(bytes(p[s.offset - base:s.offset - base + s.stored_len]))
         seen.append(_agree(_reseal(body.replace(s.checksum, new), bytes(p))))
     assert "refused" in seen
+
+
+@pytest.mark.parametrize("mode", ["raw", "minified"])
+def test_codec_auto_is_net_of_decoder_cost(mode):
+    """A codec (here ans, on a small model) whose decoder costs more than it saves is not
+    chosen; every codec kept pays for its decoder; the total never grows."""
+    from golfpack.compress import compress_state_dict
+
+    g = torch.Generator().manual_seed(0)
+    sd = {f"b.{i}.w": torch.randn(64, 128, generator=g)
+          * torch.exp(torch.randn(64, 1, generator=g)) for i in range(3)}
+    gross, _ = encode_artifact(quantize_state_dict(sd, SPEC6), {}, codec="auto")
+    gross_feats = gd.features_of(parse_artifact(gross))
+    assert "ans" in gross_feats  # by itself ans is the smallest here...
+    data, rep = compress_state_dict(sd, {}, SPEC6, code_mode=mode)
+    net = rep["codec_savings"]
+    assert net["ans"]["kept"] is False and net["ans"]["net"] < 0  # ...but not net of its code
+    assert all(v["net"] is None or v["net"] >= 0 for v in net.values() if v["kept"])
+    assert rep["total_bytes"] <= len(gross) + gd.decoder_bytes(gross_feats, mode)
+    assert rep["decoder_bytes"] == gd.decoder_bytes(gd.features_of(parse_artifact(data)), mode)
