@@ -65,8 +65,10 @@ def print_report(r: dict, top: int = 12) -> None:
     if net:
         click.echo("codecs net of their decoder code (bytes saved over the next best - code):")
         for c, v in net.items():
-            click.echo(f"  {c:<10} saves {v['saving']:>10,}  decoder {v['decoder_bytes']:>6,}  "
-                       f"net {v['net']:>10,}{'' if v['kept'] else '  (dropped)'}")
+            saving = "(no alternative)" if v["saving"] is None else f"{v['saving']:,}"
+            net_b = "" if v["net"] is None else f"{v['net']:,}"
+            click.echo(f"  {c:<10} saves {saving:>16}  decoder {v['decoder_bytes']:>6,}  "
+                       f"net {net_b:>10}{'' if v['kept'] else '  (dropped)'}")
     big = sorted(r["tensors"], key=lambda t: -t["bytes"])[:top]
     click.echo(f"largest tensors (of {len(r['tensors'])}):")
     for t in big:
