@@ -10,7 +10,7 @@ Two parts:
      sandbox; their artifact bytes are the recorded ones, the decoder bytes are measured now.
 Writes bench/results/decoder.json.
 
-    .venv/bin/python bench/bench_decoder.py
+    .venv/bin/python bench/bench_decoder.py [--live quick|full]
 """
 
 from __future__ import annotations
@@ -40,7 +40,47 @@ def load(path):
 '''
 
 
+def live(quick: bool = True) -> dict:
+    """Encode the synthetic stack (bench_compress's trained-like weights) and decode it with
+    golfpack and with the standalone decoder: seconds, and whether the tensors are equal."""
+    import time
+    import types
+
+    import torch
+    from bench_compress import FULL, QUICK, trained_like_state
+
+    from golfpack import decoder as gd
+    from golfpack.artifact import encode_artifact, parse_artifact
+    from golfpack.quant.qmodel import quantize_state_dict
+
+    cfg = QUICK if quick else FULL
+    qm = quantize_state_dict(trained_like_state(cfg))
+    data, _ = encode_artifact(qm, dict(cfg), "auto", decoder_mode="minified")
+    art = parse_artifact(data)
+    mod = types.ModuleType("golf_decode")
+    exec(compile(gd.decoder_source(gd.features_of(art)), "golf_decode.py", "exec"), mod.__dict__)
+    t0 = time.perf_counter()
+    want = parse_artifact(data).state_dict()
+    t1 = time.perf_counter()
+    got, _ = mod.parse(data)
+    t2 = time.perf_counter()
+    same = list(got) == list(want) and all(
+        got[k].dtype == v.dtype and torch.equal(got[k].view(-1).view(torch.uint8) if v.numel()
+                                                else got[k], v.view(-1).view(torch.uint8)
+                                                if v.numel() else v) for k, v in want.items())
+    return {"config": dict(cfg), "params": sum(e.params for e in art.entries),
+            "artifact_bytes": len(data), "features": sorted(gd.features_of(art)),
+            "golfpack_decode_seconds": round(t1 - t0, 2),
+            "decoder_decode_seconds": round(t2 - t1, 2), "bit_identical": bool(same)}
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--live", choices=["quick", "full"], default=None,
+                    help="also encode the synthetic stack and time both decoders on it")
+    args = ap.parse_args()
     from golfpack import decoder as gd
     from golfpack.accounting import self_extracting
 
@@ -78,6 +118,9 @@ def main() -> None:
     out = {"machine": f"{platform.machine()} CPU (2-core sandbox)", "decoders": dec,
            "feature_costs_minified": costs, "records_decoder_bytes": records_dec,
            "net": rows}
+    if args.live:
+        out["live"] = live(args.live == "quick")
+        print("live:", json.dumps(out["live"]))
     dest = ROOT / "bench" / "results" / "decoder.json"
     dest.write_text(json.dumps(out, indent=1) + "\n")
     for name, v in dec.items():
