@@ -82,6 +82,7 @@ def test_inspect_counts_the_decoder_and_no_decoder_is_checked(art, tmp_path):
     assert r.exit_code == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["raw", "minified"])
 def test_bundle_runs_like_its_script_without_golf(art, tmp_path, mode):
     from test_decoder import isolated  # noqa: PLC0415  (the shared isolation harness)

@@ -305,6 +305,7 @@ def test_fuzz_flips_and_truncations_agree(fuzz_blob):
     assert seen == {"refused"}
 
 
+@pytest.mark.slow
 def test_fuzz_resealed_header_mutations_agree(fuzz_blob):
     body, payloads = _split(fuzz_blob)
     assert _agree(_reseal(body, payloads)) == "ok"
