@@ -64,7 +64,7 @@ class R:
             c = s.u8()
             x |= (c & 127) << 7 * k
             if c < 128:
-                ck(x <= lim, f"{s.w}: value {x} over its limit {lim}")
+                ck(x <= lim, f"{s.w}: {x} over limit {lim}")
                 return x
         ck(0, "bad varint in " + s.w)
 
@@ -84,7 +84,7 @@ def js(t):
         o = json.loads(t) if t else {}
     except (ValueError, RecursionError):
         o = 0
-    ck(type(o) is dict, "bad JSON: " + t[:30])
+    ck(type(o) is dict, "bad JSON")
     return o
 
 
@@ -237,8 +237,8 @@ def shape(e, ro, ln):
         return (sh[0], math.prod(sh[1:])) if len(sh) > 1 else (1, ln)
     ps = e[6].get("part_shapes")
     ps = ps.get(ro) if type(ps) is dict else 0
-    ok = type(ps) is list and len(ps) == 2 and all(type(v) is int and v >= 0 for v in ps)
-    return tuple(ps) if ok and ps[0] * ps[1] == ln else (1, ln)
+    return tuple(ps) if type(ps) is list and len(ps) == 2 and all(
+        type(v) is int and v >= 0 for v in ps) and ps[0] * ps[1] == ln else (1, ln)
 
 
 # ans>
