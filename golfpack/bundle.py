@@ -10,38 +10,20 @@ running the script. Modes:
 The bundle's size is exactly what `golfpack compress --code BUNDLE --no-decoder` counts (the
 default raw code mode counts the file as shipped).
 
-A script that imports golfpack, golfeval or trainer cannot be bundled yet: that code would
-run inside the submission and would have to be inlined and counted (refused, one line).
+The golf code the script itself runs (its imports of golfpack, golfeval or trainer: the
+encoder at the end of training, the scorer) is carried too, as source, with the import
+closure of those modules (golfpack.inline); the report gives the bytes of each part.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 
 from golfpack import decoder as gd
 from golfpack.accounting import CODE_MODES, minify_source, read_source, self_extracting
 from golfpack.errors import GolfError
 
-GOLF_PACKAGES = ("golfpack", "golfeval", "trainer")
 MODULE = "golf_decode"
-
-
-def golf_imports(source: bytes, path: str = "<script>") -> list[str]:
-    """`line N: module` for every import of a golf package in the script."""
-    try:
-        tree = ast.parse(source, filename=path)
-    except SyntaxError as exc:
-        raise GolfError(f"{path}: syntax error on line {exc.lineno}") from None
-    found = []
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        found += [f"line {node.lineno}: {n}" for n in names if n.split(".")[0] in GOLF_PACKAGES]
-    return found
 
 
 def _split_future(source: str) -> tuple[str, str]:
@@ -59,29 +41,37 @@ def prelude(decoder_src: str) -> str:
 
 
 def build_bundle(script, features=None, mode: str = "raw") -> tuple[bytes, dict]:
-    """-> (bundle bytes, {"bytes", "mode", "parts": {script, decoder, glue}, "features"})."""
+    """-> (bundle bytes, {"bytes", "mode", "parts": {script, decoder, golf packages..., glue},
+    "features", "golf_modules"})."""
+    from golfpack.inline import closure, finder_source, script_roots
+
     if mode not in CODE_MODES:
         raise GolfError(f"unknown code mode {mode!r} (use raw or minified)")
     path = os.fspath(script)
     src = read_source(path)
-    bad = golf_imports(src, path)
-    if bad:
-        raise GolfError(f"{path} imports golf code ({bad[0]}): inlining golfpack/golfeval/"
-                        "trainer into a bundle is not supported; keep only the decoder import "
-                        f"(from {MODULE} import load)")
+    modules = closure(script_roots(src, path))
     future, body = _split_future(src.decode("utf-8"))
     dec = gd.decoder_source(features)
+    inline, sizes = finder_source(modules, minify=mode == "minified") if modules else ("", {})
     if mode == "raw":
-        out = (future + prelude(dec) + body).encode("utf-8")
-        parts = {"script": len(src), "decoder": len(repr(dec)),
-                 "glue": len(out) - len(src) - len(repr(dec))}
+        out = (future + prelude(dec) + inline + body).encode("utf-8")
+        parts = {"script": len(src), "decoder": len(repr(dec))}
+        parts.update({f"golf:{k}": v for k, v in sizes.items()})
+        parts["glue"] = len(out) - sum(parts.values())
     else:
         small = minify_source(dec.encode("utf-8"), "golf_decode.py").decode("utf-8")
-        out = self_extracting((future + prelude(small) + body).encode("utf-8"), path)[0]
-        alone = self_extracting(src, path)[0]
-        parts = {"script": len(alone), "decoder": len(out) - len(alone), "glue": 0}
+        out = self_extracting((future + prelude(small) + inline + body).encode("utf-8"), path)[0]
+        # marginal bytes of each part inside the one shared wrapper
+        alone = len(self_extracting(src, path)[0])
+        with_dec = len(self_extracting((future + prelude(small) + body).encode("utf-8"),
+                                       path)[0])
+        parts = {"script": alone, "decoder": with_dec - alone}
+        if modules:
+            parts["golf"] = len(out) - with_dec
+        parts["glue"] = 0
     feats = sorted(gd.FEATURES if features is None else features)
-    return out, {"bytes": len(out), "mode": mode, "parts": parts, "features": feats}
+    return out, {"bytes": len(out), "mode": mode, "parts": parts, "features": feats,
+                 "golf_modules": list(modules)}
 
 
 def write_bundle(script, out_path, artifact=None, mode: str = "raw", force: bool = False,

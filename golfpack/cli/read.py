@@ -83,7 +83,8 @@ def decoder_cmd(output, artifact, code_mode, force, as_json):
 def bundle_cmd(script, output, artifact, code_mode, force, as_json):
     """Write SCRIPT and the golf decoder as one submittable file. SCRIPT reads its artifact
     with `from golf_decode import load`; running the bundle behaves like running SCRIPT, and
-    its size is what `golfpack compress --code OUTPUT --no-decoder` counts.
+    its size is what `golfpack compress --code OUTPUT --no-decoder` counts. Golf modules
+    SCRIPT imports (encoder, scorer) are carried inside it with their imports.
     """
     from golfpack.bundle import write_bundle
 
@@ -91,6 +92,8 @@ def bundle_cmd(script, output, artifact, code_mode, force, as_json):
     if as_json:
         emit_json(out)
     else:
-        p = out["parts"]
-        click.echo(f"wrote {output}: {out['bytes']:,} bytes ({code_mode}: script "
-                   f"{p['script']:,}, decoder {p['decoder']:,}, glue {p['glue']:,})")
+        parts = ", ".join(f"{k} {v:,}" for k, v in out["parts"].items())
+        click.echo(f"wrote {output}: {out['bytes']:,} bytes ({code_mode}: {parts})")
+        if out["golf_modules"]:
+            click.echo(f"carried {len(out['golf_modules'])} golf modules the script imports "
+                       f"(with their imports): {', '.join(out['golf_modules'])}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 
 from golfpack.accounting import CODE_MODES, self_extracting
 from golfpack.errors import GolfError
@@ -32,7 +31,12 @@ _CLOSE = re.compile(r"# (\w+)>")
 
 
 def template_text() -> str:
-    return (Path(__file__).parent / "template.py").read_text(encoding="utf-8")
+    """The template's source, through its loader (a file here; the embedded source when this
+    module runs inside a bundle, golfpack.inline)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(__name__ + ".template")
+    return spec.loader.get_source(spec.name)
 
 
 def decoder_source(features=None) -> str:

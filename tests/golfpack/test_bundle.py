@@ -5,8 +5,10 @@ interpreter where golf is not importable."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from golfpack.artifact import encode_artifact, parse_artifact
 from golfpack.cli import main
 from golfpack.quant.qmodel import quantize_state_dict
 
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = '''from __future__ import annotations
 
 import sys
@@ -108,11 +111,46 @@ def test_bundle_runs_like_its_script_without_golf(art, tmp_path, mode):
     assert res.stdout.strip() == _expected(art)
 
 
-def test_bundle_refuses_scripts_that_import_golf(tmp_path):
-    script = tmp_path / "t.py"
-    script.write_text("import golfpack.compress\n")
-    r = run("bundle", script, "-o", tmp_path / "o.py")
-    assert r.exit_code == 2 and "golfpack.compress" in r.output and not (tmp_path / "o.py").exists()
+USES_GOLF = '''import sys
+
+import torch
+
+from golf_decode import load
+from golfpack.quant.rows import dequantize, parse_scheme, quantize
+
+sd, _ = load(sys.argv[1])
+r = quantize(sd["a.weight"], parse_scheme("int4:amax"))
+print(int(r.codes.abs().sum()), float(dequantize(r.codes, r.scales).sum()))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["raw", "minified"])
+def test_bundle_carries_the_golf_code_the_script_runs(art, tmp_path, mode):
+    from test_decoder import isolated  # noqa: PLC0415  (the shared isolation harness)
+
+    script = tmp_path / "uses_golf.py"
+    script.write_text(USES_GOLF)
+    want = subprocess.run([sys.executable, str(script), str(art)], capture_output=True,
+                          text=True, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert want.returncode != 0  # golf_decode only exists inside a bundle...
+    out = tmp_path / f"b_{mode}.py"
+    r = run("bundle", script, "-o", out, "--artifact", art, "--code-mode", mode, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert "golfpack.quant.rows" in rep["golf_modules"] and "golfpack.errors" in rep["golf_modules"]
+    assert rep["bytes"] == out.stat().st_size
+    code = (f"import runpy, sys\nsys.argv = [{str(out)!r}, {str(art)!r}]\n"
+            f"runpy.run_path({str(out)!r}, run_name='__main__')\n")
+    res = isolated(tmp_path, code, tmp_path)  # golf itself is not importable there
+    assert res.returncode == 0, res.stderr[-2000:]
+    from golfpack.quant.rows import dequantize, parse_scheme, quantize
+
+    w = parse_artifact(art.read_bytes()).state_dict()["a.weight"]
+    q = quantize(w, parse_scheme("int4:amax"))
+    assert res.stdout.strip() == f"{int(q.codes.abs().sum())} " \
+        f"{float(dequantize(q.codes, q.scales).sum())}"
 
 
 def test_plain_script_without_bundle_still_runs(tmp_path):
