@@ -160,3 +160,36 @@ def test_plain_script_without_bundle_still_runs(tmp_path):
     res = subprocess.run([sys.executable, "-I", str(script), "x"], capture_output=True,
                          text=True, cwd=tmp_path)
     assert res.returncode != 0 and "golf_decode" in res.stderr
+
+
+ENCODES = '''import torch
+
+from golfpack.compress import compress_state_dict
+
+g = torch.Generator().manual_seed(0)
+sd = {"a.weight": torch.randn(32, 64, generator=g), "a.bias": torch.randn(32, generator=g)}
+data, rep = compress_state_dict(sd, {"d": 1}, "@control=fp32;*.bias=fp16;*=int6")
+print(len(data), rep["decoder_bytes"], rep["total_bytes"])
+'''
+
+
+@pytest.mark.slow
+def test_bundle_of_a_script_that_compresses_at_the_end(tmp_path):
+    """The whole encode path (golfpack.compress and its imports) runs from the bundle."""
+    from test_decoder import isolated  # noqa: PLC0415
+
+    script = tmp_path / "enc.py"
+    script.write_text(ENCODES)
+    want = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert want.returncode == 0, want.stderr[-1000:]
+    out = tmp_path / "b.py"
+    r = run("bundle", script, "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert {"golfpack.compress", "golfpack.format.codecs", "golfpack.decoder.template"} \
+        <= set(rep["golf_modules"])
+    code = f"import runpy\nrunpy.run_path({str(out)!r}, run_name='__main__')\n"
+    res = isolated(tmp_path, code, tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout == want.stdout
