@@ -1,6 +1,7 @@
 """Exact byte accounting: total = code bytes + artifact bytes against the budget.
 
-Code bytes are counted in one of two modes:
+Code bytes are the --code files plus, by default, the golf decoder a submission needs to
+read the artifact (golfpack.decoder, its own row), counted in one of two modes:
   raw       the UTF-8 bytes of each --code file, as shipped;
   minified  the size of a self-extracting wrapper per file: the source minified with
             python-minifier, compressed with lzma or brotli (the smaller), base85-encoded,
@@ -82,10 +83,20 @@ def code_bytes(files=(), mode: str = "raw") -> dict:
     return {"code_bytes": sum(r["bytes"] for r in rows), "mode": mode, "files": rows}
 
 
+def add_decoder(code: dict, row: dict) -> dict:
+    """Count the golf decoder (golfpack.decoder.decoder_row) as one more code file."""
+    out = dict(code, files=list(code["files"]) + [row])
+    out["decoder_bytes"] = row["bytes"]
+    out["code_bytes"] = code["code_bytes"] + row["bytes"]
+    return out
+
+
 def with_budget(report: dict, code: dict, budget: int = DEFAULT_BUDGET) -> dict:
-    """Add code_bytes, total_bytes, budget, headroom to an artifact report."""
+    """Add code_bytes (decoder included when counted), total_bytes, budget, headroom to an
+    artifact report."""
     out = dict(report)
     out["code_bytes"] = code["code_bytes"]
+    out["decoder_bytes"] = code.get("decoder_bytes", 0)
     out["code"] = code
     out["total_bytes"] = out["model_bytes"] + code["code_bytes"]
     out["budget"] = int(budget)
@@ -150,6 +161,7 @@ def artifact_report(art, qmodel=None) -> dict:
         "model_bytes": art.file_bytes,
         "codec": max(by_codec, key=by_codec.get) if by_codec else None,  # holds most bytes
         "header_bytes": art.header_bytes,
+        "header_codec": getattr(art, "header_codec", None),
         "params": params,
         "bits_per_param": 8.0 * art.file_bytes / params if params else 0.0,
         "code_bytes": 0,

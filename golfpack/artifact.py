@@ -10,8 +10,9 @@ digest of everything before it, then the stream payloads back to back. Parts of 
 (codes, scales, passthrough data) are pooled into streams by role and tensor family, so
 all `mlp.fc` codes of every layer are coded together.
 
-Reading never executes code and validates every count, length and offset against the file
-before allocating; each stream is checked against its own BLAKE2b-8 digest before decoding.
+Reading is golfpack.format.reader (numpy and codec libraries only: never executes code,
+validates every count, length and offset before allocating, checks every stream's digest
+before decoding); this module adds the torch side (QuantizedModel, state_dict) on top.
 """
 
 from __future__ import annotations
@@ -24,18 +25,20 @@ import numpy as np
 
 from golfpack.ans.codec import Layout
 from golfpack.errors import ArtifactError, read_file
-from golfpack.format import codecs
+from golfpack.format import codecs, reader
 from golfpack.format.binio import Writer
-from golfpack.format.layout import (
+from golfpack.format.layout import (  # noqa: F401  (MAGIC, digest: part of this API)
     DTYPE_IDS,
     HEADER_CODECS,
     MAGIC,
+    MAX_PARAMS,
     NP_DTYPE,
     VERSION,
     EntryInfo,
     PartRef,
     StreamInfo,
     digest,
+    quant_bits,
 )
 from golfpack.quant.qmodel import RECONSTRUCT, Entry, Part, QuantizedModel, reconstruct
 
@@ -81,9 +84,12 @@ def stream_groups(qmodel: QuantizedModel) -> dict[str, list[tuple[int, str, Part
 
 
 def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", tokenizer=None,
-                    progress=None) -> tuple[bytes, dict]:
+                    progress=None, decoder_mode: str | None = None) -> tuple[bytes, dict]:
     """Encode a QuantizedModel (+ model config, tokenizer path or {sha256, vocab_size})
-    into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`."""
+    into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`.
+    With `decoder_mode` ("raw"/"minified": how the decoder is counted) and codec "auto",
+    codecs and transforms whose decoder code costs more than they save are not used
+    (report["codec_savings"] has each one's saving net of its decoder)."""
     if codec not in codecs.CHOICES:
         raise ArtifactError(f"unknown codec {codec!r} (use one of {', '.join(codecs.CHOICES)})")
     plans, keys, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
@@ -110,6 +116,14 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
             plans.append(codecs.plan_stream(content, "bytes", codec,
                                             first.data.dtype.itemsize))
         keys.append(key)
+    savings = None
+    if decoder_mode is not None and codec == "auto":
+        from golfpack import decoder
+
+        kinds = {e.kind for e in qmodel.entries}
+        savings = codecs.choose_net_of_decoder(
+            plans, lambda used: {f: c for f, c in decoder.feature_costs(
+                used | kinds, decoder_mode, estimate=True).items() if f in used})
     if progress:
         progress("rANS")
     encoded = codecs.finish_plans(plans)
@@ -124,11 +138,14 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
                          refs[i]) for i, e in enumerate(qmodel.entries)]
     header = _header_bytes(config, _tokenizer_info(tokenizer), streams, entries)
     data = header + b"".join(payloads)
-    art = parse_artifact(data)
+    art = parse_artifact(data, max_params=None)
     art._seg_bits = seg_bits_by_stream
     for s_in, s_out in zip(streams, art.streams, strict=True):
         s_out.seconds = s_in.seconds
-    return data, art.report(qmodel=qmodel, decode=False)
+    report = art.report(qmodel=qmodel, decode=False)
+    if savings is not None:
+        report["codec_savings"] = savings
+    return data, report
 
 
 def _meta_of(e: Entry) -> dict:
@@ -203,114 +220,25 @@ def _header_bytes(config, tok, streams, entries) -> bytes:
 
 
 # ----------------------------------------------------------------------------- reading
-class Artifact:
-    """A parsed artifact: header fields now, streams decoded on demand."""
-
-    def __init__(self, data: bytes, config, tok, streams, entries, header_bytes):
-        self.data = data
-        self.config: dict = config
-        self.tokenizer_sha256: str | None = tok[0].hex() if tok else None
-        self.vocab_size: int | None = tok[1] if tok else None
-        self.streams: list[StreamInfo] = streams
-        self.entries: list[EntryInfo] = entries
-        self.header_bytes: int = header_bytes
-        self._content: dict[int, bytes] = {}
-        self._seg_bits: dict[int, np.ndarray] = {}
-
-    @property
-    def file_bytes(self) -> int:
-        return len(self.data)
-
-    def verify(self) -> None:
-        """Check every stream's digest (cheap) before any decoding work."""
-        for s in self.streams:
-            self._payload(s)
-
-    def _payload(self, s: StreamInfo) -> memoryview:
-        payload = memoryview(self.data)[s.offset:s.offset + s.stored_len]
-        if digest(payload) != s.checksum:
-            raise ArtifactError(f"stream {s.name!r}: checksum mismatch (corrupt payload)")
-        return payload
-
-    def decode_all(self) -> None:
-        """Verify every digest, then decode every stream; all ans streams share one batched
-        rANS loop (one pass over max(steps) instead of one per stream)."""
-        self.verify()
-        todo = [i for i in range(len(self.streams)) if i not in self._content]
-        ans = [i for i in todo if self.streams[i].codec == "ans"]
-        for i in todo:
-            if i not in ans:
-                self.stream_content(i)
-        if ans:
-            items = [(codecs.TRANSFORMS["none"], self._payload(self.streams[i]),
-                      self.streams[i].raw_len) for i in ans]
-            for i, (content, layout, seg_bits) in zip(ans, codecs.decode_ans_streams(items),
-                                                       strict=True):
-                self._store(i, content, layout, seg_bits)
-
-    def stream_content(self, i: int) -> bytes:
-        """Decoded content of stream i (checksum verified first)."""
-        if i not in self._content:
-            s = self.streams[i]
-            self._store(i, *codecs.decode_stream(
-                codecs.CODECS[s.codec], codecs.TRANSFORMS[s.transform], s.param,
-                self._payload(s), s.raw_len))
-        return self._content[i]
-
-    def _store(self, i: int, content: bytes, layout, seg_bits) -> None:
-        if layout is not None:
-            want = [self._codes_shape(e, p) for e, p in self._parts_of(i)]
-            if list(layout.shapes) != want:
-                raise ArtifactError(f"stream {self.streams[i].name!r}: ans layout does not "
-                                    "match the tensor table")
-            self._seg_bits[i] = seg_bits
-        self._content[i] = content
-
-    def _parts_of(self, i: int) -> list[tuple[EntryInfo, PartRef]]:
-        found = [(e, p) for e in self.entries for p in e.parts if p.stream == i]
-        return sorted(found, key=lambda ep: ep[1].offset)
-
-    @staticmethod
-    def _codes_shape(e: EntryInfo, p: PartRef) -> tuple[int, int]:
-        """[rows, cols] of a codes part: from the tensor shape for quant entries, from
-        meta["part_shapes"] for other kinds (default one row)."""
-        if e.kind == "quant":
-            rows = e.shape[0] if len(e.shape) >= 2 else 1
-            return (rows, p.length // rows) if rows else (0, 0)
-        shape = e.meta.get("part_shapes", {}).get(p.role)
-        if isinstance(shape, list) and len(shape) == 2 and all(
-                isinstance(v, int) and v >= 0 for v in shape) and shape[0] * shape[1] == p.length:
-            return shape[0], shape[1]
-        return 1, p.length
+class Artifact(reader.Artifact):
+    """golfpack.format.reader's numpy-only Artifact plus the torch side: the stored parts as
+    a QuantizedModel and the rebuilt tensors."""
 
     def entry(self, e: EntryInfo) -> Entry:
         """The stored arrays of one entry, as a qmodel Entry."""
-        parts = {}
-        for p in e.parts:
-            raw = self.stream_content(p.stream)[p.offset:p.offset + p.length]
-            arr = np.frombuffer(raw, dtype=NP_DTYPE[p.dtype])
-            is_codes = p.dtype == "int8" and (
-                (e.kind == "quant" and p.role == "codes")
-                or p.role in (e.meta.get("part_shapes") or {}))
-            if is_codes:
-                arr = arr.reshape(self._codes_shape(e, p))
-            parts[p.role] = Part(arr, "codes" if is_codes else "bytes")
-        entry = Entry(e.name, e.shape, e.dtype, e.kind, e.scheme, parts, dict(e.meta))
-        if e.kind == "quant":
-            _check_code_range(entry)
-        return entry
+        parts = {role: Part(arr, "codes" if arr.ndim == 2 else "bytes")
+                 for role, arr in self.arrays(e).items()}
+        return Entry(e.name, e.shape, e.dtype, e.kind, e.scheme, parts, dict(e.meta))
 
     def quantized_model(self) -> QuantizedModel:
         """The codes, scales and passthrough data exactly as stored."""
-        from golfpack.quant.rows import parse_scheme
         from golfpack.quant.scheme import family
 
         self.decode_all()
         qm = QuantizedModel([self.entry(e) for e in self.entries])
         for e in qm.entries:
             if e.kind == "quant":
-                bits = parse_scheme(e.scheme).bits
-                e.parts["codes"].bits = bits
+                e.parts["codes"].bits = quant_bits(e.scheme)
                 e.parts["codes"].group = e.parts["scales"].group = family(e.name)
             elif e.kind in ("float", "raw"):
                 e.parts["data"].group = e.scheme if e.kind == "float" else e.dtype
@@ -329,38 +257,10 @@ class Artifact:
 
         return join_banks(out)
 
-    def report(self, qmodel: QuantizedModel | None = None, decode: bool = True) -> dict:
-        from golfpack.accounting import artifact_report
 
-        if decode:
-            self.decode_all()
-        else:
-            self.verify()
-        return artifact_report(self, qmodel)
+def load_artifact(path, max_params: int | None = MAX_PARAMS) -> Artifact:
+    return reader.load_artifact(path, max_params, Artifact)
 
 
-def _check_code_range(e: Entry) -> None:
-    from golfpack.quant.rows import SchemeError, parse_scheme
-
-    try:
-        qmax = parse_scheme(e.scheme).qmax
-    except SchemeError:
-        raise ArtifactError(f"entry {e.name!r}: bad scheme {e.scheme!r}") from None
-    codes = e.parts["codes"].data
-    if codes.size and int(np.abs(codes.astype(np.int16)).max()) > qmax:
-        raise ArtifactError(f"entry {e.name!r}: codes exceed ±{qmax}")
-
-
-def load_artifact(path) -> Artifact:
-    path = os.fspath(path)
-    data = read_file(path, "artifact", ArtifactError)
-    try:
-        return parse_artifact(data)
-    except ArtifactError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
-
-
-def parse_artifact(data: bytes) -> Artifact:
-    from golfpack.format.header import parse
-
-    return parse(data, Artifact)
+def parse_artifact(data: bytes, max_params: int | None = MAX_PARAMS) -> Artifact:
+    return reader.parse_artifact(data, max_params, Artifact)

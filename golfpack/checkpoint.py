@@ -20,39 +20,17 @@ import os
 
 import torch
 
+from golfpack.archs import (  # noqa: F401  (the allow-list's API, re-exported here)
+    DEFAULT_ARCH,
+    TRUSTED_ARCHS,
+    UntrustedArchError,
+    arch_trusted,
+    check_file_arch,
+    register_arch,
+)
 from golfpack.errors import CheckpointError
 
-DEFAULT_ARCH = "trainer.model:GPT"
 _META_KEY = "golf_config"
-TRUSTED_ARCHS: set[str] = {DEFAULT_ARCH}
-
-
-class UntrustedArchError(CheckpointError):
-    """A file names an architecture that is not on the allow-list."""
-
-
-def register_arch(spec: str) -> None:
-    """Allow files to name `spec` ("module:factory"), e.g. a package's own model."""
-    if not isinstance(spec, str) or ":" not in spec:
-        raise CheckpointError(f"arch {spec!r} must look like 'module:factory'")
-    TRUSTED_ARCHS.add(spec)
-
-
-def arch_trusted(spec) -> bool:
-    """True when a file may name `spec` on its own (see the module docstring)."""
-    return isinstance(spec, str) and spec in TRUSTED_ARCHS
-
-
-def check_file_arch(spec, where: str = "the file") -> str:
-    """The arch a file names, or UntrustedArchError (one line naming it)."""
-    if not arch_trusted(spec):
-        allowed = ", ".join(sorted(TRUSTED_ARCHS))
-        raise UntrustedArchError(
-            f"{where} names architecture {str(spec)[:120]!r}, which is not on golf's "
-            f"allow-list ({allowed}); a file never chooses the code that runs: name the "
-            "model yourself, or trust the file explicitly, to use it")
-    return spec
-
 
 def save(path, state_dict: dict[str, torch.Tensor], config: dict, force: bool = True) -> None:
     """Write `state_dict` + `config` to `path` (safetensors; config JSON in the metadata)."""

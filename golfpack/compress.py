@@ -14,12 +14,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from golfpack.accounting import DEFAULT_BUDGET, check_budget, code_bytes, with_budget
-from golfpack.ans.fit import Layout
-from golfpack.artifact import encode_artifact, load_artifact, matrix_shape, stream_groups
-from golfpack.errors import CheckFailed
-from golfpack.quant.qmodel import QuantizedModel, dtype_name, quantize_state_dict
-from golfpack.quant.scheme import kept_by_passthrough
+from golfpack.accounting import (
+    DEFAULT_BUDGET,
+    add_decoder,
+    check_budget,
+    code_bytes,
+    with_budget,
+)
+from golfpack.errors import CheckFailed, GolfError
+from golfpack.format.layout import MAX_PARAMS
+
+# torch-bound modules (quant, artifact) are imported inside the functions that need them, so
+# `inspect` and the reader run where torch is not installed.
 
 Progress = Callable[[str], None] | None
 
@@ -27,17 +33,24 @@ Progress = Callable[[str], None] | None
 def compress_state_dict(state_dict, config: dict, scheme_spec: str | None = None,
                         codec: str = "auto", code_files=(), code_mode: str = "raw",
                         tokenizer=None, budget: int = DEFAULT_BUDGET,
-                        progress: Progress = None) -> tuple[bytes, dict]:
+                        progress: Progress = None, decoder: bool = True) -> tuple[bytes, dict]:
     """Quantize + encode a state dict -> (artifact bytes, report). Does not enforce the
-    budget (see check_budget); the report carries total_bytes and headroom."""
+    budget (see check_budget); the report carries total_bytes and headroom. The decoder a
+    submission needs is counted as code (`decoder=False`: a code file already holds it)."""
+    from golfpack.artifact import encode_artifact
+    from golfpack.quant.qmodel import dtype_name, quantize_state_dict
+    from golfpack.quant.scheme import kept_by_passthrough
+
     code = code_bytes(code_files, code_mode)  # fail on bad code files before the slow part
+    if not decoder:
+        require_decoder_file(code_files)
     t0 = time.perf_counter()
     qmodel = quantize_state_dict(state_dict, scheme_spec, progress=progress)
     t1 = time.perf_counter()
     data, report = encode_artifact(qmodel, config, codec=codec, tokenizer=tokenizer,
-                                   progress=progress)
+                                   progress=progress, decoder_mode=code_mode if decoder else None)
     t2 = time.perf_counter()
-    report = with_budget(report, code, budget)
+    report = with_budget(report, count_decoder(report, code, code_files, decoder), budget)
     report["scheme_spec"] = scheme_spec
     # matrices only: vectors and control tensors in float are what everyone expects
     matrices = {n: (dtype_name(t), int(t.numel())) for n, t in state_dict.items() if t.ndim >= 2}
@@ -51,7 +64,7 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
                         tokenizer=None, budget: int = DEFAULT_BUDGET, force: bool = False,
                         allow_over: bool = False, config=None,
                         progress: Progress = None, model_spec: str | None = None,
-                        trust_arch: bool = False) -> dict:
+                        trust_arch: bool = False, decoder: bool = True) -> dict:
     """Checkpoint -> artifact file. Over budget raises CheckFailed and writes nothing,
     unless allow_over (then the file is written and report["over_budget"] is True).
 
@@ -69,7 +82,7 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
         cfg = {**cfg, "arch": model_spec}
     checked = check_weights_fit(state_dict, cfg, model_spec, trust_arch, notes)
     data, report = compress_state_dict(state_dict, cfg, scheme_spec, codec, code_files,
-                                       code_mode, tokenizer, budget, progress)
+                                       code_mode, tokenizer, budget, progress, decoder)
     report["notes"], report["weights_checked"] = notes, checked
     return write_artifact(out_path, data, report, allow_over, force)
 
@@ -104,28 +117,56 @@ def write_artifact(out_path, data: bytes, report: dict, allow_over: bool, force:
     return report
 
 
-def inspect_artifact(path, code_files=(), code_mode: str = "raw",
-                     budget: int = DEFAULT_BUDGET) -> dict:
-    """The accounting of an artifact from the file alone (every stream is verified)."""
-    from golfpack.checkpoint import DEFAULT_ARCH, arch_trusted
+def require_decoder_file(code_files) -> None:
+    """`decoder=False` is only honest when a code file really carries a golf decoder."""
+    from golfpack.accounting import read_source
+    from golfpack.decoder import decoder_features
 
-    art = load_artifact(path)
-    report = with_budget(art.report(), code_bytes(code_files, code_mode), budget)
+    if not any(decoder_features(read_source(f)) is not None for f in code_files):
+        raise GolfError("none of the code files defines a golf decoder, so its bytes cannot "
+                        "be left out (write one into the script with the bundle command)")
+
+
+def count_decoder(report: dict, code: dict, code_files=(), included: bool = True) -> dict:
+    """The code accounting with the decoder the artifact of `report` needs as its own row
+    (or, when not included, with the code file that holds it checked)."""
+    from golfpack.decoder import decoder_row, features_of_report
+
+    return add_decoder(code, decoder_row(features_of_report(report), code["mode"], code_files,
+                                         included))
+
+
+def inspect_artifact(path, code_files=(), code_mode: str = "raw",
+                     budget: int = DEFAULT_BUDGET, decoder: bool = True,
+                     max_params: int = MAX_PARAMS) -> dict:
+    """The accounting of an artifact from the file alone (every stream is verified),
+    decoder included, and whether the arch it names is on the allow-list. Needs numpy and
+    the codec libraries only."""
+    from golfpack.archs import DEFAULT_ARCH, arch_trusted
+    from golfpack.format.reader import load_artifact
+
+    code = code_bytes(code_files, code_mode)
+    if not decoder:
+        require_decoder_file(code_files)
+    art = load_artifact(path, max_params)
+    report = art.report()
+    report = with_budget(report, count_decoder(report, code, code_files, decoder), budget)
     arch = art.config.get("arch", DEFAULT_ARCH) if isinstance(art.config, dict) else None
     report["arch"] = arch
     report["arch_on_allow_list"] = arch_trusted(arch)  # False: a file naming foreign code
     return report
 
 
-def unpack_artifact(path, out_path, force: bool = False) -> dict:
+def unpack_artifact(path, out_path, force: bool = False, max_params: int = MAX_PARAMS) -> dict:
     """Artifact -> checkpoint of dequantized weights + config (golfpack.checkpoint format)."""
+    from golfpack.artifact import load_artifact
     from golfpack.checkpoint import save
     from golfpack.fileio import refuse_existing, refuse_same_file
 
     refuse_same_file(path, out_path)
     refuse_existing(out_path, force)
     t0 = time.perf_counter()
-    art = load_artifact(path)
+    art = load_artifact(path, max_params)
     state = original_dtypes(art.state_dict(), {e.name: e.dtype for e in art.entries})
     t1 = time.perf_counter()
     save(out_path, state, art.config, force=force)
@@ -157,9 +198,12 @@ def order0_bytes(codes: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / n)).sum() / 8) if n else 0.0
 
 
-def code_streams(qmodel: QuantizedModel) -> dict[str, tuple[np.ndarray, Layout, int]]:
+def code_streams(qmodel) -> dict:
     """The artifact's code streams (golfpack.artifact.stream_groups, codes parts only):
     {name: (flat int8 codes, Layout, bits)}."""
+    from golfpack.ans.fit import Layout
+    from golfpack.artifact import matrix_shape, stream_groups
+
     out = {}
     for name, members in stream_groups(qmodel).items():
         parts = [p for _, _, p in members]
@@ -169,7 +213,7 @@ def code_streams(qmodel: QuantizedModel) -> dict[str, tuple[np.ndarray, Layout, 
     return out
 
 
-def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib"),
+def bench_codecs(qmodel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib"),
                  progress: Progress = None) -> dict:
     """Every quantized code stream through every codec, side by side with its order-0
     entropy: {"streams": [...], "totals": {codec: {bytes, bits_per_weight, seconds}}}."""
@@ -209,6 +253,7 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
 def bench_checkpoint(ckpt_path, scheme_spec: str | None = None, config=None,
                      progress: Progress = None) -> dict:
     from golfpack.checkpoint import load
+    from golfpack.quant.qmodel import quantize_state_dict
 
     state_dict, _ = load(ckpt_path, config)
     t = time.perf_counter()

@@ -7,7 +7,8 @@ from golfpack.cli.kit import LazyGroup
 
 # name -> "module:command"; each command is a thin wrapper over library functions.
 COMMANDS = {
-    **{c: f"golfpack.cli.pack:{c}_cmd" for c in ("compress", "inspect", "unpack", "bench")},
+    **{c: f"golfpack.cli.pack:{c}_cmd" for c in ("compress", "unpack", "bench")},
+    **{c: f"golfpack.cli.read:{c}_cmd" for c in ("inspect", "decoder", "bundle")},
 }
 
 

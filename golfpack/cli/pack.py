@@ -1,12 +1,13 @@
-"""`golfpack compress | inspect | unpack | bench`: thin click wrappers over golfpack.compress."""
+"""`golfpack compress | unpack | bench`: thin click wrappers over golfpack.compress (inspect,
+decoder and bundle, which need no torch, are in golfpack.cli.read)."""
 
 from __future__ import annotations
 
 import click
 
-from golfpack.accounting import CODE_MODES, DEFAULT_BUDGET
 from golfpack.cli.hessian import hessian_options, hessian_requested, print_fit  # issue 4
 from golfpack.cli.kit import emit_json
+from golfpack.cli.report import code_options, max_params_option, print_report, progress_bar
 from golfpack.format.codecs import CHOICES
 from golfpack.quant.scheme import DEFAULT_SPEC
 
@@ -15,63 +16,19 @@ _SCHEME_HELP = (f"Scheme spec: PATTERN=SCHEME rules separated by ';', first matc
                 "intN[:amax|pct(p)|gptq-lite|sdclip(k)][:matrix][:floor], fp16, fp32, raw.")
 
 
-def _progress(enabled: bool, total: int | None = None, desc: str = ""):
-    """A tqdm bar as a progress(name) callback (None when disabled)."""
-    if not enabled:
-        return None, None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)  # off without a TTY
-
-    def step(name: str) -> None:
-        bar.set_postfix_str(name[-40:], refresh=False)
-        bar.update(1)
-
-    return step, bar
-
-
-def _code_options(f):
-    f = click.option("--code-mode", type=click.Choice(CODE_MODES), default="raw",
-                     show_default=True,
-                     help="raw: UTF-8 bytes of each --code file; minified: size of a "
-                          "self-extracting minify+lzma/brotli+base85 wrapper.")(f)
-    f = click.option("--code", "code_files", multiple=True, type=click.Path(dir_okay=False),
-                     help="Code file counted against the budget (repeatable).")(f)
-    f = click.option("--budget", type=click.IntRange(min=0), default=DEFAULT_BUDGET,
-                     show_default=True, help="Byte cap for code + artifact (decimal).")(f)
-    return f
-
-
-def _print_report(r: dict, top: int = 12) -> None:
-    click.echo(f"model  {r['model_bytes']:>12,} bytes  ({r['bits_per_param']:.3f} bits/param over "
-               f"{r['params']:,} params; header {r['header_bytes']:,})")
-    click.echo(f"code   {r['code_bytes']:>12,} bytes  ({r.get('code', {}).get('mode', 'raw')})")
-    click.echo(f"total  {r['total_bytes']:>12,} bytes  budget {r['budget']:,}  "
-               f"headroom {r['headroom']:,}")
-    click.echo("streams:")
-    for s in r["streams"]:
-        how = s["codec"] + ("" if s["transform"] == "none" else f"+{s['transform']}")
-        click.echo(f"  {s['name']:<48} {how:<15} {s['raw_bytes']:>11,} -> {s['bytes']:>11,}")
-    big = sorted(r["tensors"], key=lambda t: -t["bytes"])[:top]
-    click.echo(f"largest tensors (of {len(r['tensors'])}):")
-    for t in big:
-        mse = "" if t.get("rel_mse") is None else f"  rel_mse {t['rel_mse']:.2e}"
-        click.echo(f"  {t['name']:<36} {t['scheme']:<18} {t['params']:>10,} params "
-                   f"{t['bytes']:>10,} B {t['bits_per_param']:6.3f} b/p{mse}")
-
-
 @click.command("compress")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Artifact file to write.")
 @click.option("--scheme", "scheme_spec", default=None, help=_SCHEME_HELP)
 @click.option("--codec", type=click.Choice(CHOICES), default="auto", show_default=True,
-              help="Codec for every stream; auto picks the smallest per stream.")
+              help="Codec for every stream; auto picks the smallest per stream, net of the "
+                   "decoder code each codec adds (counted unless --no-decoder).")
 @click.option("--tokenizer", type=click.Path(dir_okay=False), default=None,
               help="sentencepiece model whose sha256 and vocab size go into the header.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Model config JSON (needed for plain torch.save state dicts).")
-@_code_options
+@code_options
 @click.option("--allow-over", is_flag=True, help="Write the artifact even when over budget.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -82,8 +39,8 @@ def _print_report(r: dict, top: int = 12) -> None:
               help="Build the arch the checkpoint names even if it is not golf's own.")
 @hessian_options  # issue 4: --gptq / --fit / --calib ... (golfpack.cli.hessian)
 def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path, code_files,
-                 code_mode, budget, allow_over, force, as_json, model_spec, trust_arch,
-                 **hessian):
+                 code_mode, budget, no_decoder, allow_over, force, as_json, model_spec,
+                 trust_arch, **hessian):
     """Quantize CHECKPOINT and write an exactly accounted artifact.
 
     Exit 1 (and no file) when code + artifact exceed --budget, unless --allow-over.
@@ -96,20 +53,22 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
         report = compress_with_hessians(
             checkpoint, output, scheme_spec=scheme_spec, codec=codec, tokenizer=tokenizer,
             config_path=config_path, code_files=code_files, code_mode=code_mode, budget=budget,
-            allow_over=allow_over, force=force, progress=not as_json, **hessian)
+            allow_over=allow_over, force=force, progress=not as_json,
+            decoder=not no_decoder, **hessian)
     else:
-        step, bar = _progress(not as_json, desc="compress")
+        step, bar = progress_bar(not as_json, desc="compress")
         try:
             report = compress_checkpoint(checkpoint, output, scheme_spec, codec, code_files,
                                          code_mode, tokenizer, budget, force, allow_over,
-                                         config_path, step, model_spec, trust_arch)
+                                         config_path, step, model_spec, trust_arch,
+                                         not no_decoder)
         finally:
             if bar is not None:
                 bar.close()
     if as_json:
         emit_json(report)
     else:
-        _print_report(report)
+        print_report(report)
         print_fit(report)  # issue 4: the fit's allocation, predicted vs actual bytes
         click.echo(f"wrote {output}")
         for note in report.get("notes") or []:  # in --json: report["notes"]
@@ -125,53 +84,18 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
                    err=True)
 
 
-@click.command("inspect")
-@click.argument("artifact", type=click.Path(dir_okay=False))
-@_code_options
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write a PNG of bytes per tensor family stacked up to the cap.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect_cmd(artifact, code_files, code_mode, budget, plot, force, as_json):
-    """Account an artifact from the file alone: header, streams, bytes and bits per tensor.
-
-    Every stream's checksum is verified and ans streams are decoded for exact per-tensor
-    attribution; header + tensor bytes always add up to the file size.
-    """
-    from golfpack.compress import inspect_artifact
-
-    if plot:
-        from golfpack.fileio import refuse_existing, refuse_same_file
-
-        refuse_same_file(artifact, plot)
-        refuse_existing(plot, force)
-    report = inspect_artifact(artifact, code_files, code_mode, budget)
-    if plot:
-        from golfpack.cli.plot import plot_report
-
-        plot_report(report, plot, force=force)
-        report["plot"] = plot
-    if as_json:
-        emit_json(report)
-    else:
-        _print_report(report)
-        if not report.get("arch_on_allow_list", True):
-            click.echo(f"warning: the artifact names architecture {report['arch']!r}, not "
-                       "one of golf's own: scoring it needs --model (or --trust-arch)",
-                       err=True)
-
-
 @click.command("unpack")
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint (safetensors + config) to write.")
+@max_params_option
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
-def unpack_cmd(artifact, output, force, as_json):
+def unpack_cmd(artifact, output, max_params, force, as_json):
     """Write the dequantized weights and config of ARTIFACT as a checkpoint."""
     from golfpack.compress import unpack_artifact
 
-    out = unpack_artifact(artifact, output, force)
+    out = unpack_artifact(artifact, output, force, max_params)
     if as_json:
         emit_json(out)
     else:
@@ -192,7 +116,7 @@ def bench_cmd(checkpoint, scheme_spec, config_path, as_json):
     """
     from golfpack.compress import bench_checkpoint
 
-    step, bar = _progress(not as_json, desc="bench")
+    step, bar = progress_bar(not as_json, desc="bench")
     try:
         out = bench_checkpoint(checkpoint, scheme_spec, config_path, step)
     finally:

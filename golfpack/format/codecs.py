@@ -14,9 +14,10 @@ run in full (brute-forcing brotli-11 on 27M codes alone costs about a minute).
 from __future__ import annotations
 
 import lzma
+import math
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -184,6 +185,9 @@ class Plan:
     ans: ansmodel.Prepared | None
     seconds: float
     raw_len: int
+    # every candidate coded in full, by (codec, transform, param): the alternatives when a
+    # codec does not pay for its decoder (choose_net_of_decoder)
+    alts: dict = field(default_factory=dict)
 
 
 def plan_stream(content: bytes, kind: str, choice: str = "auto", width: int = 1,
@@ -214,17 +218,20 @@ def plan_stream(content: bytes, kind: str, choice: str = "auto", width: int = 1,
         if prep is not None:
             bar = min(bar, prep.est_bytes)
         opts = [opt for opt in opts if opt in est and est[opt] * SAMPLE_MARGIN <= bar]
-    best = None
+    best, alts = None, {}
     for codec, transform, param in opts:
         enc = _encode_one(codec, transform, param, content, codes)
+        alts[(codec, transform, param)] = enc
         if best is None or len(enc.payload) < len(best.payload):
             best = enc
     if prep is not None and best is not None:
         if abs(len(best.payload) - prep.est_bytes) <= 0.005 * prep.est_bytes + 64:
             # Too close to call on the estimate: code this one now and compare exactly.
             payload, seg_bits = ansmodel.finish(prep, *rans.encode_batch([prep.job])[0])
+            coded = Encoded("ans", "none", 0, len(content), payload, 0.0, seg_bits)
+            alts[("ans", "none", 0)] = coded
             if len(payload) <= len(best.payload):
-                best = Encoded("ans", "none", 0, len(content), payload, 0.0, seg_bits)
+                best = coded
             prep = None
         elif len(best.payload) < prep.est_bytes:
             prep = None
@@ -232,7 +239,7 @@ def plan_stream(content: bytes, kind: str, choice: str = "auto", width: int = 1,
             best = None
     if best is not None:
         best.seconds = time.perf_counter() - t0
-    return Plan(best, prep, time.perf_counter() - t0, len(content))
+    return Plan(best, prep, time.perf_counter() - t0, len(content), alts)
 
 
 def finish_plans(plans: list[Plan]) -> list[Encoded]:
@@ -300,3 +307,61 @@ def decode_ans_streams(items) -> list[tuple[bytes, ansmodel.Layout, np.ndarray]]
             raise ArtifactError(f"ans stream holds {codes.size} codes, declared {raw_len}")
         out.append((codes.tobytes(), layout, seg_bits))
     return out
+
+
+def option_features(codec: str, transform: str) -> set[str]:
+    """The decoder sections a stream stored this way needs (golfpack.decoder)."""
+    return {codec, transform} - {"store", "none"}
+
+
+def choose_net_of_decoder(plans: list[Plan], cost_of) -> dict:
+    """Drop codecs and transforms that save fewer bytes than their decoder code costs.
+
+    `cost_of(features)` -> {feature: bytes it adds to the decoder}. Repeatedly, the feature
+    whose saving over each stream's best alternative without it is furthest below its cost
+    is dropped (its streams switch to that alternative) until every feature pays. Returns
+    {feature: {saving, decoder_bytes, net, kept}} (saving None: no alternative was coded).
+    """
+    def current(p):
+        if p.ans is not None:
+            return option_features("ans", "none"), p.ans.est_bytes
+        return option_features(p.general.codec, p.general.transform), len(p.general.payload)
+
+    dropped, seen, out = set(), {}, {}
+    while True:
+        used = set().union(*(current(p)[0] for p in plans)) if plans else set()
+        costs = cost_of(used)
+        worst, seen = None, {}
+        for f in sorted(used):
+            saving, switch = 0.0, []
+            for p in plans:
+                feats, size = current(p)
+                if f not in feats:
+                    continue
+                alts = [e for (c, t, _), e in p.alts.items()
+                        if not option_features(c, t) & (dropped | {f})]
+                if not alts:
+                    saving = math.inf
+                    break
+                alt = min(alts, key=lambda e: len(e.payload))
+                saving += len(alt.payload) - size
+                switch.append((p, alt))
+            seen[f] = (saving, costs.get(f, 0))
+            margin = saving - costs.get(f, 0)
+            if margin < 0 and (worst is None or margin < worst[0]):
+                worst = (margin, f, switch)
+        if worst is None:
+            break
+        _, f, switch = worst
+        for p, alt in switch:
+            p.general, p.ans = alt, None
+        dropped.add(f)
+        out[f] = _saving_row(*seen[f], kept=False)
+    out.update({f: _saving_row(*v, kept=True) for f, v in seen.items()})
+    return dict(sorted(out.items()))
+
+
+def _saving_row(saving: float, cost: int, kept: bool) -> dict:
+    sv = None if math.isinf(saving) else int(round(saving))
+    return {"saving": sv, "decoder_bytes": int(cost), "net": None if sv is None else sv - cost,
+            "kept": kept}

@@ -1,4 +1,4 @@
-"""Parsing and validation of the artifact header (the reader half of golfpack.artifact).
+"""Parsing and validation of the artifact header (used by golfpack.format.reader).
 
 Every rule here exists so that a corrupted, truncated or hostile file ends in one
 ArtifactError line before any allocation sized by the file: digests first, then every
@@ -21,13 +21,17 @@ from golfpack.format.layout import (
     MAGIC,
     MAX_HEADER_RAW,
     MAX_NDIM,
+    MAX_PARAMS,
     MAX_TOTAL_RAW,
+    PARAMS_PER_FILE_BYTE,
     PREFIX,
     VERSION,
     EntryInfo,
     PartRef,
     StreamInfo,
     digest,
+    param_limit,
+    quant_bits,
 )
 
 MAX_PARTS = 64
@@ -38,7 +42,9 @@ KNOWN_PARTS = {  # kind -> role -> allowed dtypes
 }
 
 
-def parse(data: bytes, cls):
+def parse(data: bytes, cls, max_params: int | None = MAX_PARAMS):
+    """Validate everything but the stream contents -> cls(data, config, tok, streams,
+    entries, header_bytes, header_codec)."""
     data = bytes(data)
     if len(data) < PREFIX + DIGEST:
         raise ArtifactError(f"{len(data)} bytes is too short to be a golf artifact")
@@ -59,11 +65,13 @@ def parse(data: bytes, cls):
     if digest(data[:end]) != data[end:end + DIGEST]:
         raise ArtifactError("header checksum mismatch (corrupt or truncated header)")
     body = _header_body(data[PREFIX:end])
+    header_codec = codecs.CODEC_NAMES[data[PREFIX]]
     r = Reader(body, "header")
     config, tok = _read_config(r)
     streams = _read_streams(r, len(data))
     entries = _read_entries(r, streams)
     r.expect_end()
+    _check_allocation(streams, entries, len(data), max_params)
     data_start = end + DIGEST
     declared = sum(s.stored_len for s in streams)
     if declared != len(data) - data_start:
@@ -74,7 +82,25 @@ def parse(data: bytes, cls):
         s.offset = offset
         offset += s.stored_len
     _check_tiling(streams, entries)
-    return cls(data, config, tok, streams, entries, data_start)
+    return cls(data, config, tok, streams, entries, data_start, header_codec)
+
+
+def _check_allocation(streams, entries, file_bytes: int, max_params: int | None) -> None:
+    """A file may make us allocate at most param_limit() parameters and 8 content bytes per
+    parameter of that limit (checked before any stream is decoded)."""
+    if max_params is None:  # the writer checking its own output
+        return
+    limit = param_limit(file_bytes, max_params)
+    params = sum(e.params for e in entries)
+    if params > limit:
+        why = "the max_params ceiling" if limit == max_params else \
+            f"{PARAMS_PER_FILE_BYTE} per byte of this {file_bytes:,}-byte file"
+        raise ArtifactError(f"declares {params:,} parameters, more than {limit:,} "
+                            f"({why}): refusing to allocate for them")
+    raw = sum(s.raw_len for s in streams)
+    if raw > 8 * limit:
+        raise ArtifactError(f"streams declare {raw:,} content bytes, more than "
+                            f"{8 * limit:,} (8 per parameter of the {limit:,} allowed)")
 
 
 def _header_body(blob: bytes) -> bytes:
@@ -91,7 +117,7 @@ def _read_config(r: Reader):
     text = r.text("config", limit=1 << 20)
     try:
         config = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         r.fail("model config is not valid JSON")
     if not isinstance(config, dict):
         r.fail("model config is not a JSON object")
@@ -151,7 +177,7 @@ def _read_entries(r: Reader, streams: list[StreamInfo]) -> list[EntryInfo]:
         if meta_text:
             try:
                 meta = json.loads(meta_text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 r.fail(f"tensor {name!r}: meta is not valid JSON")
             if not isinstance(meta, dict):
                 r.fail(f"tensor {name!r}: meta is not a JSON object")
@@ -200,13 +226,7 @@ def _check_known_kind(r: Reader, e: EntryInfo, numel: int) -> None:
         rows = e.shape[0] if len(e.shape) >= 2 else 1
         if roles["codes"].length != numel or roles["scales"].length != 2 * rows:
             r.fail(f"tensor {e.name!r}: part sizes do not match its shape {list(e.shape)}")
-        from golfpack.quant.rows import SchemeError, parse_scheme
-
-        try:
-            ok = parse_scheme(e.scheme).kind == "int"
-        except SchemeError:
-            ok = False
-        if not ok:
+        if not quant_bits(e.scheme):
             r.fail(f"tensor {e.name!r}: bad scheme {e.scheme!r}")
     elif e.kind == "float":
         p = roles["data"]

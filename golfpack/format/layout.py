@@ -1,5 +1,5 @@
 """The .golf format's constants and table records: what FORMAT.md specifies, as code shared
-by the writer (golfpack.artifact) and the reader (golfpack.format.header)."""
+by the writer (golfpack.artifact) and the reader (golfpack.format.header, .reader)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,23 @@ MAX_TOTAL_RAW = 1 << 31  # content bytes a reader will ever materialise (2 GiB)
 MAX_HEADER_RAW = 1 << 24
 MAX_NDIM = 8
 HEADER_CODECS = ("store", "zlib", "brotli")
+# What a file may make a reader allocate (FORMAT.md, "What a reader validates"): at most
+# param_limit() parameters, and 8 content bytes per parameter of that limit.
+MAX_PARAMS = 1 << 27  # 134,217,728: a 16 MB artifact cannot honestly hold more than ~10^8
+PARAMS_PER_FILE_BYTE = 256
+MIN_PARAM_LIMIT = 1 << 20
+
+
+def param_limit(file_bytes: int, max_params: int = MAX_PARAMS) -> int:
+    """Parameters a file of this size may declare: the ceiling, and 256 per file byte."""
+    return min(int(max_params), max(MIN_PARAM_LIMIT, PARAMS_PER_FILE_BYTE * int(file_bytes)))
+
+
+def quant_bits(scheme: str) -> int:
+    """N of a quant entry's `intN[:...]` scheme (2..8), else 0. Only the bit width matters to
+    a reader; the options after it record how the codes were chosen."""
+    n = scheme[3:4]
+    return int(n) if scheme[:3] == "int" and n and n in "2345678" and scheme[4:5] in ":" else 0
 
 
 def digest(data) -> bytes:

@@ -291,7 +291,8 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
                            fit=False, gptq=False, calib=None, calib_batches=16,
                            calib_tokens=16384, calib_seq_len=1024, seed=0,
                            fit_bits=(4, 5, 6, 7, 8), fit_tol=0.005, sensitivity="family",
-                           lqer_rank=0, lqer_top=3, device="auto", log=None) -> dict:
+                           lqer_rank=0, lqer_top=3, device="auto", log=None,
+                           decoder=True) -> dict:
     """compress --gptq / --fit: validate everything cheap first, then calibrate and pack."""
     from golfpack.hessian.shardread import train_shard_paths
 
@@ -313,6 +314,15 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     refuse_same_file(checkpoint, output)
     refuse_existing(output, force)
     code = code_bytes(code_files, code_mode)
+    # the decoder a submission ships, counted before fitting (the whole format: an upper
+    # bound, as the fit does not know its codecs yet); decoder=False: a code file holds it
+    from golfpack.accounting import add_decoder
+    from golfpack.compress import require_decoder_file
+    from golfpack.decoder import FEATURES, decoder_row
+
+    if not decoder:
+        require_decoder_file(code_files)
+    code = add_decoder(code, decoder_row(FEATURES, code_mode, code_files, decoder))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     state, cfg, model, hs, batches = calibrate_checkpoint(

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from golfpack.errors import ArtifactError
-from golfpack.quant.rows import SchemeError, dequantize, fp16_scale_up, parse_scheme
+from golfpack.format.layout import quant_bits
+from golfpack.quant.rows import dequantize, fp16_scale_up
 
 GROUP = 64
 A_BITS, B_BITS = 2, 4
@@ -90,10 +91,10 @@ def reconstruct_entry(e) -> torch.Tensor:
     rows = int(e.shape[0]) if len(e.shape) >= 1 else 1
     cols = int(np.prod(e.shape[1:], dtype=np.int64)) if len(e.shape) >= 2 else 0
     rank = e.meta.get("rank")
-    try:
-        qmax = parse_scheme(e.scheme).qmax
-    except SchemeError:
-        raise ArtifactError(f"entry {e.name!r}: bad scheme {e.scheme!r}") from None
+    bits = quant_bits(e.scheme)  # a reader needs the bit width only (as for quant entries)
+    if not bits:
+        raise ArtifactError(f"entry {e.name!r}: bad scheme {e.scheme!r}")
+    qmax = (1 << (bits - 1)) - 1
     if len(e.shape) != 2 or not isinstance(rank, int) or not 1 <= rank <= min(rows, cols):
         raise ArtifactError(f"entry {e.name!r} ({KIND}): bad shape {list(e.shape)} or rank")
     groups = -(-cols // GROUP)

@@ -1,0 +1,93 @@
+"""`golfpack bundle`: one submittable file = the user's training script + the golf decoder.
+
+The script reads its artifact with `from golf_decode import load` (the same line works beside
+a standalone `golf_decode.py` while developing); the bundle registers the decoder as the
+module `golf_decode` before the script's first line, so running the bundle behaves like
+running the script. Modes:
+  raw       the script verbatim after a 5-line prelude holding the decoder's source;
+  minified  the whole file (prelude with the minified decoder + the minified script) as one
+            self-extracting lzma/brotli+base85 wrapper, as later records ship.
+The bundle's size is exactly what `golfpack compress --code BUNDLE --no-decoder` counts (the
+default raw code mode counts the file as shipped).
+
+The golf code the script itself runs (its imports of golfpack, golfeval or trainer: the
+encoder at the end of training, the scorer) is carried too, as source, with the import
+closure of those modules (golfpack.inline); the report gives the bytes of each part.
+"""
+
+from __future__ import annotations
+
+import os
+
+from golfpack import decoder as gd
+from golfpack.accounting import CODE_MODES, minify_source, read_source, self_extracting
+from golfpack.errors import GolfError
+
+MODULE = "golf_decode"
+
+
+def _split_future(source: str) -> tuple[str, str]:
+    """(`from __future__` lines, the rest): those must stay the file's first statements."""
+    keep, rest = [], []
+    for line in source.splitlines(keepends=True):
+        (keep if line.startswith("from __future__ import") else rest).append(line)
+    return "".join(keep), "".join(rest)
+
+
+def prelude(decoder_src: str) -> str:
+    return (f"import sys as _s, types as _t\n_g = _t.ModuleType({MODULE!r})\n"
+            f"_s.modules[{MODULE!r}] = _g\nexec({decoder_src!r}, _g.__dict__)\n"
+            "del _s, _t, _g\n")
+
+
+def build_bundle(script, features=None, mode: str = "raw") -> tuple[bytes, dict]:
+    """-> (bundle bytes, {"bytes", "mode", "parts": {script, decoder, golf packages..., glue},
+    "features", "golf_modules"})."""
+    from golfpack.inline import closure, finder_source, script_roots
+
+    if mode not in CODE_MODES:
+        raise GolfError(f"unknown code mode {mode!r} (use raw or minified)")
+    path = os.fspath(script)
+    src = read_source(path)
+    modules = closure(script_roots(src, path))
+    future, body = _split_future(src.decode("utf-8"))
+    dec = gd.decoder_source(features)
+    inline, sizes = finder_source(modules, minify=mode == "minified") if modules else ("", {})
+    if mode == "raw":
+        out = (future + prelude(dec) + inline + body).encode("utf-8")
+        parts = {"script": len(src), "decoder": len(repr(dec))}
+        parts.update({f"golf:{k}": v for k, v in sizes.items()})
+        parts["glue"] = len(out) - sum(parts.values())
+    else:
+        small = minify_source(dec.encode("utf-8"), "golf_decode.py").decode("utf-8")
+        out = self_extracting((future + prelude(small) + inline + body).encode("utf-8"), path)[0]
+        # marginal bytes of each part inside the one shared wrapper
+        alone = len(self_extracting(src, path)[0])
+        with_dec = len(self_extracting((future + prelude(small) + body).encode("utf-8"),
+                                       path)[0])
+        parts = {"script": alone, "decoder": with_dec - alone}
+        if modules:
+            parts["golf"] = len(out) - with_dec
+        parts["glue"] = 0
+    feats = sorted(gd.FEATURES if features is None else features)
+    return out, {"bytes": len(out), "mode": mode, "parts": parts, "features": feats,
+                 "golf_modules": list(modules)}
+
+
+def write_bundle(script, out_path, artifact=None, mode: str = "raw", force: bool = False,
+                 max_params: int | None = None) -> dict:
+    """Write the bundle of `script` (decoder pruned to `artifact` when given)."""
+    from golfpack.fileio import atomic_write_bytes, refuse_same_file
+
+    refuse_same_file(script, out_path)
+    features = None
+    if artifact is not None:
+        from golfpack.format.reader import load_artifact
+
+        refuse_same_file(artifact, out_path)
+        features = gd.features_of(load_artifact(artifact))
+    data, report = build_bundle(script, features, mode)
+    atomic_write_bytes(out_path, data, force=force)
+    report.update(script=os.fspath(script), output=os.fspath(out_path),
+                  artifact=None if artifact is None else os.fspath(artifact))
+    return report
