@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 from golfpack.errors import GolfError
 
-SHIPPED = ("baseline", "stack", "tiny", "frontier")
+SHIPPED = ("baseline", "stack", "tiny", "frontier", "tiny_frontier")
 # GPTConfig fields that live in the training config under the same names.
 MODEL_KEYS = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult",
               "logit_softcap", "rope_base", "qk_gain_init", "tied_embed_init_std",

@@ -26,8 +26,8 @@ class DataError(ShardError):
 def whole_documents(tokens: np.ndarray, bos_id: int = 1, limit: int = 16) -> list[list[int]]:
     """Up to `limit` complete documents (BOS to the next BOS, BOS dropped) of a stream."""
     starts = np.flatnonzero(np.asarray(tokens) == bos_id)
-    return [np.asarray(tokens[a + 1:b]).tolist() for a, b in zip(starts, starts[1:])
-            if b > a + 1][:limit]
+    pairs = zip(starts[:-1], starts[1:], strict=True)
+    return [np.asarray(tokens[a + 1:b]).tolist() for a, b in pairs if b > a + 1][:limit]
 
 
 def check_tokenizer(tokenizer, val_tokens: np.ndarray, train_tokens: np.ndarray,

@@ -22,12 +22,17 @@ from golfpack.errors import CheckFailed, GolfError
 from trainer import checkpointing as ckpt
 from trainer import finish
 from trainer.config import TrainConfig, from_dict, resume_conflicts
-from trainer.data import (BatchLoader, TokenStream, check_tokenizer, load_val_tokens,
-                          resolve_shards)
+from trainer.data import BatchLoader, TokenStream, check_tokenizer, load_val_tokens, resolve_shards
 from trainer.model import GPT, Rotary, layer_order
 from trainer.optim.ema import EMA
-from trainer.optim.groups import (build_optimizers, lr_multiplier, muon_momentum,
-                                  train_cap_ms, train_fraction, wd_multiplier)
+from trainer.optim.groups import (
+    build_optimizers,
+    lr_multiplier,
+    muon_momentum,
+    train_cap_ms,
+    train_fraction,
+    wd_multiplier,
+)
 from trainer.qat import install_qat
 from trainer.runtime import Runtime, init_runtime, rng_states, set_rng_states, shutdown
 from trainer.trainlog import TrainLog, run_header, stop_line, train_line, val_line

@@ -9,7 +9,8 @@ from golfpack.cli.kit import emit_json
 
 @click.command("params")
 @click.option("--config", "config", default="baseline", show_default=True,
-              help="shipped config (baseline, stack, tiny, frontier) or a TOML/JSON file")
+              help="shipped config (baseline, stack, tiny, frontier, tiny_frontier) or a "
+                   "TOML/JSON file")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a config key (typed like its default); repeatable")
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")

@@ -9,7 +9,8 @@ from golfpack.cli.kit import emit_json
 
 @click.command("train")
 @click.option("--config", "config", default="baseline", show_default=True,
-              help="shipped config (baseline, stack, tiny, frontier) or a TOML/JSON file")
+              help="shipped config (baseline, stack, tiny, frontier, tiny_frontier) or a "
+                   "TOML/JSON file")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="directory of fineweb_train_*.bin / fineweb_val_*.bin shards")
 @click.option("--tokenizer", required=True, type=click.Path(dir_okay=False),
