@@ -30,8 +30,9 @@ def code_files(gptq: bool = False) -> list[str]:
     its CLI wrappers) and golfpack's quantizer, which QAT and the export share; with the
     GPTQ export also golfpack's calibration and GPTQ modules, which run inside the run."""
     here = os.path.dirname(os.path.abspath(__file__))
+    skip = NOT_PROGRAM if gptq else NOT_PROGRAM | {"export.py"}
     files = sorted(p for p in glob.glob(os.path.join(here, "**", "*.py"), recursive=True)
-                   if os.path.relpath(p, here).split(os.sep)[0] not in NOT_PROGRAM)
+                   if os.path.relpath(p, here).split(os.sep)[0] not in skip)
     import golfpack.quant.rows
 
     files.append(os.path.abspath(golfpack.quant.rows.__file__))
