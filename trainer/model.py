@@ -336,8 +336,9 @@ class GPT(nn.Module):
                 x = self.add_skip(x, skips.pop(), j)
             x = self.blocks[i](x, x0, attn_mask)
         if lanes is not None:
-            x = {"attn": lanes[0], "mlp": lanes[1]}.get(cfg.parallel_final,
-                                                         0.5 * (lanes[0] + lanes[1]))
+            final = cfg.parallel_final
+            x = lanes[0] if final == "attn" else lanes[1] if final == "mlp" else \
+                0.5 * (lanes[0] + lanes[1])
         return rms_norm(x)
 
     def head_weight(self) -> torch.Tensor:
