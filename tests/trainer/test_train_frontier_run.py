@@ -74,3 +74,22 @@ def test_looping_state_is_restored_on_resume(data, tmp_path):
     assert res.train_losses == whole.train_losses
     assert "layer_loop:enabled step:3" in (tmp_path / "a" / "train.log").read_text()
     assert "layer_loop" not in (tmp_path / "b" / "train.log").read_text()  # restored on
+
+
+def test_resume_with_another_tokenizer_is_refused(data, tmp_path):
+    """Checkpoints record the tokenizer's sha256; restoring under another one is refused."""
+    import os
+
+    from golfpack.errors import GolfError
+    from trainer.runtime import init_runtime
+    from trainer.train import Trainer
+
+    d, tok = data
+    cfg = load_config("tiny_frontier", [*SMALL, "iterations=2", "final_eval=false"])
+    tr = Trainer(cfg, d, tok, tmp_path, init_runtime("cpu"))
+    assert tr.tokenizer_sha256 and len(tr.tokenizer_sha256) == 64
+    tensors, meta = tr.state_tensors_and_meta()
+    assert meta["tokenizer_sha256"] == tr.tokenizer_sha256 and meta["looping"] is False
+    meta = dict(meta, step=0, tokenizer_sha256="ab" * 32)
+    with pytest.raises(GolfError, match="tokenizer sha256 abababab"):
+        tr.restore(os.fspath(tmp_path / "x.safetensors"), tensors, meta)
