@@ -34,14 +34,18 @@ ANCHOR_1GPU_MS = 428.0  # the same baseline on 1xH100 (grad accumulation 8)
 
 def flops_per_token(cfg) -> dict:
     """Training FLOPs per token: 6 x matmul weights (forward 2, backward 4) + causal
-    attention scores and values (forward 2 x T x d per layer on average, x3 for training)."""
-    from trainer.model import GPT
+    attention scores and values (forward 2 x T x d per layer on average, x3 for training).
+    Looped layers count once per pass."""
+    from trainer.model import GPT, layer_order
 
     model = GPT(cfg.model_config())
-    matmul = sum(p.numel() for n, p in model.named_parameters()
+    enc, dec = layer_order(model.config, looping=True)
+    passes = [(enc + dec).count(i) for i in range(cfg.num_layers)]
+    matmul = sum(p.numel() * passes[int(n.split(".")[1])]
+                 for n, p in model.named_parameters()
                  if p.dim() == 2 and n.startswith("blocks.") and "resid_mix" not in n)
     head = model.tok_emb.weight.numel()
-    attn = 2 * cfg.train_seq_len * cfg.model_dim * cfg.num_layers
+    attn = 2 * cfg.train_seq_len * cfg.model_dim * sum(passes)
     fwd = 2 * (matmul + head) + attn
     return {"params": model.num_params(), "matmul_params": matmul + head,
             "forward_flops_per_token": fwd, "train_flops_per_token": 3 * fwd}
@@ -135,6 +139,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed steps per config")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
     ap.add_argument("--machine", default=None, help="description stored with the results")
+    ap.add_argument("--frontier", action="store_true",
+                    help="only tiny (4 layers) against tiny_frontier, stored under "
+                         "'<device>_frontier'")
     ap.add_argument("--merge", default=None, metavar="JSON",
                     help="run nothing: merge another machine's results file into --out")
     args = ap.parse_args(argv)
@@ -153,6 +160,10 @@ def main(argv=None) -> int:
     else:  # 8 sequences of 1024 per step instead of 512: the step time scales ~linearly
         runs.append(("baseline", ["train_batch_tokens=8192", "grad_accum_steps=1"],
                      args.steps or 2, 1))
+    if args.frontier:  # looping on from step 0: time the model it becomes
+        comp = ["compile=true"] if cuda else []
+        runs = [("tiny", ["num_layers=4", *comp], args.steps or 10, 2),
+                ("tiny_frontier", ["loop_start_frac=0", *comp], args.steps or 10, 2)]
     with tempfile.TemporaryDirectory() as tmp:
         data, tok = make_data(tmp)
         rows = [bench_config(n, o, data, tok, args.device, s, w) for n, o, s, w in runs]
@@ -163,7 +174,7 @@ def main(argv=None) -> int:
               f"{r['tokens_per_s']:>11,.0f} {r['achieved_tflops']:>8.3f} "
               f"{r['train_flops_per_token']:>12,}")
     results = json.loads(path.read_text()) if path.exists() else {}
-    key = "cuda" if cuda else "cpu"
+    key = ("cuda" if cuda else "cpu") + ("_frontier" if args.frontier else "")
     results[key] = {"machine": args.machine or (torch.cuda.get_device_name() if cuda else
                     f"{platform.processor() or platform.machine()}, "
                     f"{torch.get_num_threads()} threads"), "torch": torch.__version__,

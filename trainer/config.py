@@ -14,10 +14,16 @@ from dataclasses import dataclass, fields
 
 from golfpack.errors import GolfError
 
-SHIPPED = ("baseline", "stack", "tiny")
+SHIPPED = ("baseline", "stack", "tiny", "frontier", "tiny_frontier")
 # GPTConfig fields that live in the training config under the same names.
 MODEL_KEYS = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult",
-              "logit_softcap", "rope_base", "qk_gain_init", "tied_embed_init_std")
+              "logit_softcap", "rope_base", "qk_gain_init", "tied_embed_init_std",
+              "mlp_negative_slope", "xsa_last_n", "rope_dims", "ln_scale", "num_loops",
+              "loop_start", "loop_end", "parallel_start", "parallel_final", "smear_gate",
+              "attn_gate_dims", "skip_gates")
+# Model keys whose default is "off": a checkpoint stores them only when they are on, so the
+# config a baseline run stores (and older checkpoints) keep their exact key set.
+OPTIONAL_MODEL_KEYS = MODEL_KEYS[10:]
 # Keys that may differ between a checkpoint and the run resuming it (they change what is
 # logged, saved or reported, never the trained weights).
 RESUMABLE_KEYS = frozenset({
@@ -25,7 +31,11 @@ RESUMABLE_KEYS = frozenset({
     "checkpoint_every", "checkpoint_keep", "compile", "device", "grad_accum_steps",
     "export_scheme", "export_codec", "code_mode", "eval_seq_len", "eval_stride",
     "final_eval", "final_sliding", "iterations", "max_wallclock_seconds",
+    "gptq_reserve_seconds", "gptq_calibration_batches", "gptq_batch_tokens",
 })
+
+
+MUON_NS = ("quintic", "polar_express")
 
 
 class ConfigError(GolfError):
@@ -45,6 +55,20 @@ class TrainConfig:
     rope_base: float = 10000.0
     qk_gain_init: float = 1.5
     tied_embed_init_std: float = 0.005
+    # -- the April model options (trainer/model.py); these defaults are all "off" --
+    mlp_negative_slope: float = 0.0    # 0.5 = LeakyReLU(0.5)^2 MLP; 0 = relu^2
+    xsa_last_n: int = 0                # exclusive self-attention on the last N layers
+    rope_dims: int = 0                 # rotary on the first k dims of each head; 0 = all
+    ln_scale: bool = False             # block norm outputs scaled 1/sqrt(layer + 1)
+    num_loops: int = 0                 # depth recurrence: loop_start..loop_end run 1+N times
+    loop_start: int = 0
+    loop_end: int = 0
+    loop_start_frac: float = 0.0       # looping switched on at this fraction of training
+    parallel_start: int = 0            # parallel residual lanes from this layer; 0 = off
+    parallel_final: str = "mean"       # the lane the head reads: mean | attn | mlp
+    smear_gate: bool = False           # SmearGate (never mixes across a BOS)
+    attn_gate_dims: int = 0            # sparse attention-output gate on the first k dims
+    skip_gates: bool = False           # sigmoid gates on the U-Net skips
     # -- data: globs relative to --data (absolute paths allowed) --
     train_files: str = "fineweb_train_*.bin"
     val_files: str = "fineweb_val_*.bin"
@@ -53,6 +77,9 @@ class TrainConfig:
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0   # 0 = no cap
     warmdown_iters: int = 1200
+    warmdown_frac: float = 0.0         # > 0: warmdown over this fraction of training (of the
+    #                                    wall clock under a cap), instead of warmdown_iters
+    min_lr: float = 0.0                # floor of the LR multiplier during the warmdown
     warmup_steps: int = 20             # compile warm-up steps, undone afterwards
     train_batch_tokens: int = 524288   # global tokens per optimizer step
     train_seq_len: int = 1024
@@ -71,10 +98,15 @@ class TrainConfig:
     muon_backend_steps: int = 5
     muon_nesterov: bool = True
     muon_weight_decay: float = 0.0     # decoupled: p *= 1 - lr * wd
+    muon_ns: str = "quintic"           # Newton-Schulz coefficients: quintic | polar_express
+    muon_row_normalize: bool = False   # MuonEq-R: unit-norm rows before Newton-Schulz
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
-    adam_weight_decay: float = 0.0
+    adam_weight_decay: float = 0.0     # the scalar/control Adam group
+    embed_weight_decay: float = -1.0   # the embedding's Adam; < 0 = adam_weight_decay
+    wd_taper_start_frac: float = 1.0   # weight decays fall linearly from this fraction...
+    wd_taper_final_mult: float = 1.0   # ...to this multiple at the end (1.0 = no taper)
     grad_clip_norm: float = 0.0        # 0 = off
     # -- EMA and QAT --
     ema_decay: float = 0.0             # 0 = off; the final checkpoint holds EMA weights if on
@@ -87,6 +119,10 @@ class TrainConfig:
     # -- end of run: export and scoring --
     export_scheme: str = ""            # "" = the QAT scheme when QAT is on, else golfpack's default
     export_codec: str = "auto"
+    gptq: bool = False                 # Hessian GPTQ export, calibrated on training tokens
+    gptq_reserve_seconds: float = 0.0  # wall clock kept from training for the GPTQ export
+    gptq_calibration_batches: int = 16
+    gptq_batch_tokens: int = 65536     # tokens per calibration batch (train_seq_len rows)
     code_mode: str = "raw"
     eval_seq_len: int = 0              # 0 = train_seq_len
     eval_stride: int = 64
@@ -100,8 +136,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def model_config(self) -> dict:
-        """The GPTConfig part (what golfpack.checkpoint stores beside the weights)."""
-        return {k: getattr(self, k) for k in MODEL_KEYS}
+        """The GPTConfig part (what golfpack.checkpoint stores beside the weights); the
+        April options only when on, so a baseline model's stored config is unchanged."""
+        return {k: getattr(self, k) for k in MODEL_KEYS
+                if k not in OPTIONAL_MODEL_KEYS or getattr(self, k) != getattr(_DEFAULTS, k)}
+
+    @property
+    def embed_wd(self) -> float:
+        return self.adam_weight_decay if self.embed_weight_decay < 0 else \
+            self.embed_weight_decay
 
     @property
     def effective_eval_seq_len(self) -> int:
@@ -122,7 +165,8 @@ class TrainConfig:
         """Range checks that need no world size; raises ConfigError (one line)."""
         positive = ("num_layers", "model_dim", "num_heads", "num_kv_heads", "train_seq_len",
                     "train_batch_tokens", "muon_backend_steps", "val_batch_tokens",
-                    "checkpoint_keep", "eval_stride")
+                    "checkpoint_keep", "eval_stride", "gptq_calibration_batches",
+                    "gptq_batch_tokens")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive (got {getattr(self, key)})")
@@ -131,7 +175,9 @@ class TrainConfig:
                         "val_max_tokens", "matrix_lr", "embed_lr", "scalar_lr",
                         "muon_momentum_warmup_steps", "muon_weight_decay", "adam_weight_decay",
                         "grad_clip_norm", "checkpoint_every", "eval_seq_len", "adam_eps",
-                        "qat_start_lr_mult")
+                        "qat_start_lr_mult", "gptq_reserve_seconds", "wd_taper_final_mult",
+                        "num_loops", "loop_start", "loop_end", "parallel_start", "rope_dims",
+                        "xsa_last_n", "attn_gate_dims", "mlp_negative_slope")
         for key in non_negative:
             v = getattr(self, key)
             if not (v >= 0) or (isinstance(v, float) and math.isnan(v)):
@@ -139,6 +185,20 @@ class TrainConfig:
         for key in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise ConfigError(f"{key} must lie in [0, 1) (got {getattr(self, key)})")
+        for key in ("loop_start_frac", "warmdown_frac", "min_lr", "wd_taper_start_frac"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"{key} must lie in [0, 1] (got {getattr(self, key)})")
+        if self.muon_ns not in MUON_NS:
+            raise ConfigError(f"muon_ns must be one of {', '.join(MUON_NS)} "
+                              f"(got {self.muon_ns!r})")
+        if self.max_wallclock_seconds > 0 and \
+                self.gptq_reserve_seconds >= self.max_wallclock_seconds:
+            raise ConfigError(f"gptq_reserve_seconds {self.gptq_reserve_seconds} leaves no "
+                              f"training time of max_wallclock_seconds "
+                              f"{self.max_wallclock_seconds}")
+        if self.gptq and self.gptq_batch_tokens < self.train_seq_len:
+            raise ConfigError(f"gptq_batch_tokens {self.gptq_batch_tokens} holds no "
+                              f"{self.train_seq_len}-token sequence")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must lie in [0, 1) (got {self.ema_decay})")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -311,4 +371,6 @@ def from_dict(data: dict) -> TrainConfig:
 def resume_conflicts(saved: dict, current: TrainConfig) -> list[str]:
     """Keys whose change would make a resumed run train differently."""
     now = current.to_dict()
-    return sorted(k for k in now if k not in RESUMABLE_KEYS and saved.get(k) != now[k])
+    # a key newer than the checkpoint had its default then
+    return sorted(k for k in now if k not in RESUMABLE_KEYS
+                  and saved.get(k, getattr(_DEFAULTS, k)) != now[k])

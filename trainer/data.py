@@ -23,6 +23,47 @@ class DataError(ShardError):
     """Training or validation data that cannot be used (missing, mixed splits, bad ids)."""
 
 
+def whole_documents(tokens: np.ndarray, bos_id: int = 1, limit: int = 16) -> list[list[int]]:
+    """Up to `limit` complete documents (BOS to the next BOS, BOS dropped) of a stream."""
+    starts = np.flatnonzero(np.asarray(tokens) == bos_id)
+    pairs = zip(starts[:-1], starts[1:], strict=True)
+    return [np.asarray(tokens[a + 1:b]).tolist() for a, b in pairs if b > a + 1][:limit]
+
+
+def check_tokenizer(tokenizer, val_tokens: np.ndarray, train_tokens: np.ndarray,
+                    recorded_sha256: str | None = None, min_match: float = 0.5) -> str:
+    """Refuse a tokenizer that did not make these shards (a wrong one trains fine and logs
+    a wrong bits-per-byte); returns the tokenizer's sha256.
+
+    Checks: every token id below the vocabulary size; the recorded sha256, when there is
+    one; and a round trip: re-encoding the decoded text of whole documents reproduces
+    their ids for at least `min_match` of them (every one with the right tokenizer on the
+    challenge's data; essentially none with another vocabulary)."""
+    from golfeval.data.tokenizer import file_sha256, load
+
+    sp = load(tokenizer)
+    vocab = sp.vocab_size()
+    sha = file_sha256(tokenizer)
+    if recorded_sha256 and recorded_sha256 != sha:
+        raise DataError(f"{tokenizer}: sha256 {sha[:16]}... differs from the one the data "
+                        f"records ({recorded_sha256[:16]}...)")
+    for name, tokens in (("validation", val_tokens), ("training", train_tokens)):
+        if tokens.size and int(tokens.max()) >= vocab:
+            raise DataError(f"{name} token id {int(tokens.max())} is >= the vocabulary of "
+                            f"{tokenizer} ({vocab} pieces): the shards were made with "
+                            "another tokenizer")
+        docs = whole_documents(tokens)
+        if not docs:
+            continue
+        same = sum(sp.encode(sp.decode(ids), out_type=int) == ids for ids in docs)
+        if same < min_match * len(docs):
+            hi = int(tokens.max())
+            raise DataError(f"{tokenizer} ({vocab} pieces) did not make the {name} shards: "
+                            f"re-encoding {len(docs)} decoded documents reproduces {same} "
+                            f"(largest token id in the data: {hi})")
+    return sha
+
+
 def _pattern(data_dir, glob: str) -> str:
     return glob if os.path.isabs(glob) else os.path.join(os.fspath(data_dir), glob)
 

@@ -22,18 +22,27 @@ from trainer.trainlog import final_lines, size_lines
 
 BUDGET = 16_000_000
 # Trainer modules and folders that are tooling around the training program, not part of it.
-NOT_PROGRAM = {"cli", "demo.py"}
+NOT_PROGRAM = {"cli", "demo.py", "params.py"}
 
 
-def code_files() -> list[str]:
+def code_files(gptq: bool = False) -> list[str]:
     """The source a submission of this trainer ships: the trainer package's modules (minus
-    its CLI wrappers) and golfpack's quantizer, which QAT and the export share."""
+    its CLI wrappers) and golfpack's quantizer, which QAT and the export share; with the
+    GPTQ export also golfpack's calibration and GPTQ modules, which run inside the run."""
     here = os.path.dirname(os.path.abspath(__file__))
+    skip = NOT_PROGRAM if gptq else NOT_PROGRAM | {"export.py"}
     files = sorted(p for p in glob.glob(os.path.join(here, "**", "*.py"), recursive=True)
-                   if os.path.relpath(p, here).split(os.sep)[0] not in NOT_PROGRAM)
+                   if os.path.relpath(p, here).split(os.sep)[0] not in skip)
     import golfpack.quant.rows
 
-    return files + [os.path.abspath(golfpack.quant.rows.__file__)]
+    files.append(os.path.abspath(golfpack.quant.rows.__file__))
+    if gptq:
+        import golfpack.hessian.calib
+        import golfpack.hessian.gptq
+
+        files += [os.path.abspath(golfpack.hessian.calib.__file__),
+                  os.path.abspath(golfpack.hessian.gptq.__file__)]
+    return files
 
 
 def score(model, tokens, target_bytes, cfg, rt, mode: str = "flat"):
@@ -93,10 +102,18 @@ def finish_run(tr) -> dict:
     if rt.is_main:
         from golfpack.compress import compress_state_dict
 
-        files = code_files()
-        blob, report = compress_state_dict(sd, model_cfg, scheme_spec=spec,
-                                           codec=cfg.export_codec, code_files=files,
-                                           code_mode=cfg.code_mode, budget=BUDGET)
+        files = code_files(gptq=cfg.gptq)
+        if cfg.gptq:
+            from trainer.export import gptq_export
+
+            blob, report, lines = gptq_export(tr, sd, model_cfg, spec, files)
+            for line in lines:
+                log(line)
+        else:
+            blob, report = compress_state_dict(sd, model_cfg, scheme_spec=spec,
+                                               codec=cfg.export_codec, code_files=files,
+                                               code_mode=cfg.code_mode, budget=BUDGET,
+                                               tokenizer=tr.tokenizer)
         atomic_write_bytes(artifact_path, blob, force=True)
         tag = size_tag(tr.model, spec, report)
         code = int(report["code_bytes"])  # the golf decoder included (golfpack.decoder)

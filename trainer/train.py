@@ -22,10 +22,17 @@ from golfpack.errors import CheckFailed, GolfError
 from trainer import checkpointing as ckpt
 from trainer import finish
 from trainer.config import TrainConfig, from_dict, resume_conflicts
-from trainer.data import BatchLoader, TokenStream, load_val_tokens, resolve_shards
-from trainer.model import GPT, Rotary
+from trainer.data import BatchLoader, TokenStream, check_tokenizer, load_val_tokens, resolve_shards
+from trainer.model import GPT, Rotary, layer_order
 from trainer.optim.ema import EMA
-from trainer.optim.groups import build_optimizers, lr_multiplier, muon_momentum
+from trainer.optim.groups import (
+    build_optimizers,
+    lr_multiplier,
+    muon_momentum,
+    train_cap_ms,
+    train_fraction,
+    wd_multiplier,
+)
 from trainer.qat import install_qat
 from trainer.runtime import Runtime, init_runtime, rng_states, set_rng_states, shutdown
 from trainer.trainlog import TrainLog, run_header, stop_line, train_line, val_line
@@ -123,6 +130,9 @@ class Trainer:
         self.loader = BatchLoader(self.stream, rt.rank, rt.world, self.accum, micro_seqs,
                                   cfg.train_seq_len, rt.device)
         self.val_tokens = load_val_tokens(self.val_paths, cfg.vocab_size)
+        self.tokenizer_sha256 = check_tokenizer(self.tokenizer, self.val_tokens,
+                                                self.stream.read(0, min(self.stream.total,
+                                                                        1 << 16)))
         from golfeval.data.bytetables import ByteTables
 
         self.val_bytes = ByteTables.from_tokenizer(self.tokenizer).target_bytes(self.val_tokens)
@@ -133,6 +143,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model_config()).to(rt.device)
         prime_rotary(self.model, max(cfg.train_seq_len, cfg.effective_eval_seq_len), rt.device)
+        # depth recurrence waits for loop_start_frac of training (the evaluated model loops)
+        self.model.set_looping(cfg.loop_start_frac <= 0)
         self.qat = install_qat(self.model, cfg.qat_spec, rt.device) if cfg.qat_enabled else None
         self.opt = build_optimizers(self.model, cfg, rt.device)
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
@@ -204,6 +216,13 @@ class Trainer:
         for i in range(n):
             self.train_step(1.0)
             self.log(f"warmup_step:{i + 1}/{n}")
+        looping = self.model.looping
+        if self.cfg.num_loops and not looping:  # compile the looped graph too, off the clock
+            self.model.set_looping(True)
+            for i in range(n):
+                self.train_step(1.0)
+                self.log(f"loop_warmup_step:{i + 1}/{n}")
+            self.model.set_looping(looping)
         self.rt.sync()
         with torch.no_grad():
             self.model.load_state_dict(model_state)
@@ -225,6 +244,7 @@ class Trainer:
         tensors.update(rng_states(self.rt.device))
         meta = {"train_time_ms": self.train_ms, "stream": self.stream.state(),
                 "stream_files": self.stream.fingerprint(), "qat_on": bool(self.qat and self.qat.on),
+                "looping": self.model.looping, "tokenizer_sha256": self.tokenizer_sha256,
                 "config": self.cfg.to_dict(), "world_size": self.rt.world, "optim": opt_meta,
                 "train_losses": self.losses, "val_history": self.val_history,
                 "finished": self.finished, "stopped_early": self.stopped_early}
@@ -247,6 +267,11 @@ class Trainer:
             raise GolfError(f"cannot resume {path}: config key {k} changed "
                             f"({meta['config'].get(k)!r} -> {getattr(self.cfg, k)!r})")
         from_dict(meta["config"])  # the saved config must still be a valid config
+        saved_tok = meta.get("tokenizer_sha256")
+        if saved_tok and saved_tok != self.tokenizer_sha256:
+            raise GolfError(f"cannot resume {path}: it was trained with tokenizer sha256 "
+                            f"{saved_tok[:16]}..., {self.tokenizer} is "
+                            f"{self.tokenizer_sha256[:16]}...")
         with torch.no_grad():
             self.model.load_state_dict(ckpt.sub_dict(tensors, "model/"))
         self.opt.load_state_dicts(ckpt.unpack_optimizers(tensors, meta["optim"], self.opt.names))
@@ -256,6 +281,7 @@ class Trainer:
         self.stream.load_state(meta["stream"])
         if self.qat is not None:
             self.qat.set(bool(meta.get("qat_on", False)))
+        self.model.set_looping(bool(meta.get("looping", self.model.looping)))
         self.step, self.train_ms = int(meta["step"]), float(meta["train_time_ms"])
         self.losses = [float(v) for v in meta.get("train_losses", [])]
         self.val_history = list(meta.get("val_history", []))
@@ -290,7 +316,7 @@ class Trainer:
 def run_loop(tr: Trainer) -> bool:
     """Train until `iterations` or the wall-clock cap; returns True if the cap stopped it."""
     cfg, rt, log = tr.cfg, tr.rt, tr.log
-    cap_ms = cfg.max_wallclock_seconds * 1000.0
+    cap_ms = train_cap_ms(cfg)  # the wall clock less the export's reserve
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
     nan_at = int(os.environ.get(NAN_ENV, "0") or 0)
     cuda = rt.device.type == "cuda"
@@ -311,6 +337,13 @@ def run_loop(tr: Trainer) -> bool:
         if rt.distributed and cap_ms > 0:
             elapsed = rt.all_max(elapsed)  # one clock for all ranks: same LR, same stop
         mult = lr_multiplier(cfg, tr.step, elapsed)
+        frac = train_fraction(cfg, tr.step, elapsed)
+        tr.opt.set_wd_multiplier(wd_multiplier(cfg, frac))
+        if cfg.num_loops and not tr.model.looping and frac >= cfg.loop_start_frac:
+            tr.model.set_looping(True)
+            enc, dec = layer_order(tr.model.config, True)
+            log(f"layer_loop:enabled step:{tr.step} frac:{frac:.3f} encoder:{enc} "
+                f"decoder:{dec}")
         if tr.qat is not None and not tr.qat.on and mult <= cfg.qat_start_lr_mult:
             tr.qat.set(True)
             log(f"qat:enabled at_step:{tr.step} lr_mult:{mult:.4f} scheme:{cfg.qat_spec}")
@@ -346,8 +379,13 @@ def run_loop(tr: Trainer) -> bool:
 
 
 def train(cfg: TrainConfig, data_dir, tokenizer, out_dir, resume: bool = False,
-          force: bool = False, echo: bool = True) -> TrainResult:
-    """Run (or resume) one training run and its end-of-run export and scoring."""
+          force: bool = False, echo: bool = True, threads: int | None = None) -> TrainResult:
+    """Run (or resume) one training run and its end-of-run export and scoring; `threads`
+    sets this process's CPU threads (None leaves them as they are)."""
+    if threads is not None:
+        if threads < 1:
+            raise GolfError(f"threads must be >= 1 (got {threads})")
+        torch.set_num_threads(threads)
     rt = init_runtime(cfg.device)
     try:
         return _train(cfg, data_dir, tokenizer, os.fspath(out_dir), resume, force, echo, rt)

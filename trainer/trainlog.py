@@ -45,6 +45,9 @@ def run_header(tr, data_dir) -> list[str]:
         f"val_loader:shards pattern={os.path.join(os.fspath(data_dir), cfg.val_files)} "
         f"tokens:{tr.val_tokens.size}",
         f"model_params:{tr.model.num_params()}",
+        *([f"gptq:reserving {cfg.gptq_reserve_seconds:g}s, "
+           f"effective={1000.0 * (cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds):.0f}ms"]
+          if cfg.gptq_reserve_seconds > 0 and cfg.max_wallclock_seconds > 0 else []),
         f"world_size:{rt.world} grad_accum_steps:{tr.accum} device:{rt.device.type}",
         f"qat:{qat} ema_decay:{cfg.ema_decay} ema_warmup:{cfg.ema_warmup} compile:{cfg.compile}",
         "Hyperparameters:",

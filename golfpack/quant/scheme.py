@@ -6,7 +6,8 @@ fnmatch glob matched against the full tensor name; a pattern without wildcards a
 everything under that module prefix (`tok_emb` matches `tok_emb.weight`).
 
 Two selectors describe the passthrough policy of the records:
-`@control` (names containing attn_scale, mlp_scale, resid_mix, q_gain or skip_weight) and
+`@control` (names containing attn_scale, mlp_scale, resid_mix, q_gain, skip_weight, or the
+April records' skip_gate, attn_gate, smear_gate and parallel_ lane weights) and
 `@small` / `@small(N)` (float tensors with <= N elements, default 65,536).
 
 Resolution: non-float tensors are always stored `raw` (exact). Then the rules, in order:
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 
 from golfpack.quant.rows import Scheme, SchemeError, format_scheme, parse_scheme
 
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight",
+                    "skip_gate", "attn_gate", "smear_gate", "parallel_")
 SMALL_NUMEL = 65_536
 DEFAULT_PASSTHROUGH = "@control=fp32;@small=fp16"
 DEFAULT_CATCHALL = "tok_emb*=int8:gptq-lite;*=int6:gptq-lite"

@@ -7,6 +7,7 @@ from trainer import __version__
 
 COMMANDS = {
     "train": "trainer.cli.train:train_cmd",
+    "params": "trainer.cli.params:params_cmd",
 }
 
 

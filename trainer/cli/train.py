@@ -9,7 +9,8 @@ from golfpack.cli.kit import emit_json
 
 @click.command("train")
 @click.option("--config", "config", default="baseline", show_default=True,
-              help="shipped config (baseline, stack, tiny) or a TOML/JSON file")
+              help="shipped config (baseline, stack, tiny, frontier, tiny_frontier) or a "
+                   "TOML/JSON file")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="directory of fineweb_train_*.bin / fineweb_val_*.bin shards")
 @click.option("--tokenizer", required=True, type=click.Path(dir_okay=False),
@@ -22,10 +23,13 @@ from golfpack.cli.kit import emit_json
 @click.option("--force", is_flag=True, help="start over in a --out that holds an old run")
 @click.option("--print-config", is_flag=True,
               help="print the resolved config as JSON and exit without training")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of this process (torch.set_num_threads; under torchrun, "
+                   "per rank)")
 @click.option("--json", "as_json", is_flag=True,
               help="print a JSON summary at the end (log lines go to train.log only)")
 def train_cmd(config, data_dir, tokenizer, out_dir, overrides, resume, force, print_config,
-              as_json):
+              threads, as_json):
     """Train the reference model with Muon + Adam, optional QAT and EMA, under a step or
     wall-clock budget; then compress the final weights and score the round trip.
 
@@ -45,7 +49,7 @@ def train_cmd(config, data_dir, tokenizer, out_dir, overrides, resume, force, pr
     from trainer.train import train
 
     result = train(cfg, data_dir, tokenizer, out_dir, resume=resume, force=force,
-                   echo=not as_json)
+                   echo=not as_json, threads=threads)
     if as_json:
         import os
 
