@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from golfpack.errors import ModelConfigError
+
 # Names of the small "control" parameters that quantizers keep in fp32.
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 
@@ -38,11 +40,11 @@ class GPTConfig:
 
     def __post_init__(self):
         if self.model_dim % self.num_heads:
-            raise ValueError("model_dim must be divisible by num_heads")
+            raise ModelConfigError("model_dim must be divisible by num_heads")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError("num_heads must be divisible by num_kv_heads")
+            raise ModelConfigError("num_heads must be divisible by num_kv_heads")
         if (self.model_dim // self.num_heads) % 2:
-            raise ValueError("head dim must be even for rotary embeddings")
+            raise ModelConfigError("head dim must be even for rotary embeddings")
 
     @property
     def head_dim(self) -> int:
@@ -60,7 +62,7 @@ class GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known - {"arch"}
         if unknown:
-            raise ValueError(f"unknown GPTConfig keys: {sorted(unknown)}")
+            raise ModelConfigError(f"unknown GPTConfig keys: {sorted(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -182,7 +184,7 @@ class GPT(nn.Module):
         elif isinstance(config, dict):
             config = GPTConfig.from_dict(config)
         if not config.tie_embeddings:
-            raise ValueError("only tied embeddings are implemented (tie_embeddings=True)")
+            raise ModelConfigError("only tied embeddings are implemented (tie_embeddings=True)")
         self.config = cfg = config
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=cfg.tied_embed_init_std)

@@ -7,7 +7,7 @@ import click
 
 from golfeval.audit.run import DEFAULT_MAX_TOKENS, audit_model
 from golfeval.cli.ttt_options import refuse_stray_ttt_flags, ttt_options
-from golfpack.cli.kit import emit_json
+from golfpack.cli.kit import NON_NEGATIVE_FLOAT, POSITIVE_INT, emit_json
 from golfpack.errors import CheckFailed
 
 
@@ -24,14 +24,15 @@ from golfpack.errors import CheckFailed
 @click.option("--mode", required=True,
               help="evaluation mode to audit: flat, sliding, lora, sgd, or any mode registered "
                    "with golfeval.audit.causality.register")
-@click.option("--positions", default=8, show_default=True,
+@click.option("--positions", type=POSITIVE_INT, default=8, show_default=True,
               help="cuts t to test (about half at document/chunk/block boundaries)")
 @click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True,
               help="audit the first N validation tokens")
-@click.option("--seq-len", default=1024, show_default=True,
+@click.option("--seq-len", type=POSITIVE_INT, default=1024, show_default=True,
               help="window length (LoRA: context inside a document)")
-@click.option("--stride", default=64, show_default=True, help="sliding stride")
-@click.option("--batch", default=4, show_default=True,
+@click.option("--stride", type=POSITIVE_INT, default=64, show_default=True,
+              help="sliding stride")
+@click.option("--batch", type=POSITIVE_INT, default=4, show_default=True,
               help="windows (LoRA: documents) per forward")
 @click.option("--doc-isolation", is_flag=True, help="flat/sliding/sgd: attention never "
               "crosses a BOS")
@@ -39,10 +40,11 @@ from golfpack.errors import CheckFailed
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, or cuda (deterministic kernels are switched on, so the comparison "
                    "can stay bitwise)")
-@click.option("--atol", default=0.0, show_default=True,
+@click.option("--atol", type=NON_NEGATIVE_FLOAT, default=0.0, show_default=True,
               help="allowed absolute loss difference (0 = bit-identical)")
 @click.option("--seed", default=0, show_default=True, help="random suffixes and cut choice")
-@click.option("--threads", type=int, default=None, help="CPU threads")
+@click.option("--threads", type=POSITIVE_INT, default=None,
+              help="CPU threads (default: this process's share of the cores)")
 @click.option("--force", is_flag=True, help="audit despite a tokenizer hash mismatch")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, positions,
@@ -60,9 +62,9 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, posit
 
     check_mode(mode)
     if threads:
-        import torch
+        from golfpack.threads import apply_thread_defaults
 
-        torch.set_num_threads(threads)
+        apply_thread_defaults(threads)
     ttt = None
     if mode in ("lora", "sgd"):
         ttt = make_settings(mode, rank=ttt_rank, chunk=ttt_chunk, lr=ttt_lr, epochs=ttt_epochs,

@@ -9,7 +9,7 @@ import click
 from golfeval.cli.ttt_options import refuse_stray_ttt_flags, ttt_options
 from golfeval.score.evaluate import evaluate
 from golfeval.ttt.settings import make_settings
-from golfpack.cli.kit import emit_json
+from golfpack.cli.kit import POSITIVE_INT, emit_json
 from golfpack.errors import CheckFailed
 
 
@@ -30,12 +30,14 @@ def result_line(report: dict) -> str:
               help="sentencepiece .model the data was made with")
 @click.option("--mode", type=click.Choice(["flat", "sliding"]), default="sliding",
               show_default=True, help="flat blocks (tail dropped) or sliding windows")
-@click.option("--seq-len", default=1024, show_default=True, help="window length L")
-@click.option("--stride", default=64, show_default=True,
+@click.option("--seq-len", type=POSITIVE_INT, default=1024, show_default=True,
+              help="window length L")
+@click.option("--stride", type=POSITIVE_INT, default=64, show_default=True,
               help="sliding stride S: later windows score their last S targets")
-@click.option("--batch", type=int, default=None,
+@click.option("--batch", type=POSITIVE_INT, default=None,
               help="windows per forward (default 1 on CPU, 32 on CUDA); never changes results")
-@click.option("--max-tokens", type=int, default=None, help="score only the first N tokens")
+@click.option("--max-tokens", type=click.IntRange(min=2), default=None,
+              help="score only the first N tokens")
 @click.option("--doc-isolation", is_flag=True, help="attention never crosses a BOS")
 @click.option("--model", "model_spec", default=None,
               help="module:factory building the model from the config dict")
@@ -48,7 +50,8 @@ def result_line(report: dict) -> str:
               "sidecars sit beside the data")
 @click.option("--compile/--no-compile", "compile_model", default=None,
               help="torch.compile the model body (default: on for CUDA, off for CPU)")
-@click.option("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+@click.option("--threads", type=POSITIVE_INT, default=None,
+              help="CPU threads of this process (default: its share of the cores)")
 @click.option("--force", is_flag=True,
               help="score despite a tokenizer hash mismatch; overwrite --per-token")
 @click.option("--ttt", type=click.Choice(["lora", "sgd"]), default=None,
@@ -69,9 +72,9 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
     if ttt is None:
         refuse_stray_ttt_flags(locals(), "--ttt lora or --ttt sgd")
     if threads:
-        import torch
+        from golfpack.threads import apply_thread_defaults
 
-        torch.set_num_threads(threads)
+        apply_thread_defaults(threads)
     report = evaluate(artifact=artifact, checkpoint=checkpoint, data=data,
                       tokenizer=tokenizer, mode=mode, seq_len=seq_len, stride=stride,
                       batch=batch, max_tokens=max_tokens, doc_isolation=doc_isolation,
@@ -115,8 +118,10 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
               help="sentencepiece .model")
 @click.option("--docs", required=True, type=click.Path(dir_okay=False),
               help='JSONL documents, one {"text": ...} per line')
-@click.option("--max-docs", type=int, default=None, help="check only the first N documents")
-@click.option("--show", default=20, show_default=True, help="mismatches to list")
+@click.option("--max-docs", type=POSITIVE_INT, default=None,
+              help="check only the first N documents")
+@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True,
+              help="mismatches to list")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def bytes_cmd(tokenizer, docs, max_docs, show, as_json):
     """Check the tokenizer's byte tables against the text: per document, the bytes the

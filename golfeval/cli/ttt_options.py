@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from golfpack.cli.kit import POSITIVE_FLOAT, POSITIVE_INT
 from golfpack.errors import GolfError
 
 TTT_FLAGS = ("ttt_rank", "ttt_chunk", "ttt_lr", "ttt_epochs", "ttt_targets")
@@ -13,13 +14,13 @@ TTT_FLAGS = ("ttt_rank", "ttt_chunk", "ttt_lr", "ttt_epochs", "ttt_targets")
 def ttt_options(f):
     """The --ttt* options shared by `golfeval score` and `golfeval audit`."""
     opts = [
-        click.option("--ttt-rank", type=int, default=None,
+        click.option("--ttt-rank", type=POSITIVE_INT, default=None,
                      help="LoRA rank [8]"),
-        click.option("--ttt-chunk", type=int, default=None,
+        click.option("--ttt-chunk", type=POSITIVE_INT, default=None,
                      help="targets per chunk: LoRA [256], SGD [32768]"),
-        click.option("--ttt-lr", type=float, default=None,
+        click.option("--ttt-lr", type=POSITIVE_FLOAT, default=None,
                      help="learning rate: LoRA Adam [0.01], SGD first-chunk [0.002]"),
-        click.option("--ttt-epochs", type=int, default=None,
+        click.option("--ttt-epochs", type=POSITIVE_INT, default=None,
                      help="SGD passes over each chunk [3]"),
         click.option("--ttt-targets", default=None,
                      help="LoRA sites, comma-separated from q,k,v,o,up,down,head [q,v,head]"),

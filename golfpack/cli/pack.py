@@ -6,7 +6,7 @@ import click
 
 from golfpack.accounting import CODE_MODES, DEFAULT_BUDGET
 from golfpack.cli.hessian import hessian_options, hessian_requested, print_fit  # issue 4
-from golfpack.cli.kit import emit_json
+from golfpack.cli.kit import NonEmptySpec, emit_json
 from golfpack.format.codecs import CHOICES
 from golfpack.quant.scheme import DEFAULT_SPEC
 
@@ -64,7 +64,7 @@ def _print_report(r: dict, top: int = 12) -> None:
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Artifact file to write.")
-@click.option("--scheme", "scheme_spec", default=None, help=_SCHEME_HELP)
+@click.option("--scheme", "scheme_spec", type=NonEmptySpec(), default=None, help=_SCHEME_HELP)
 @click.option("--codec", type=click.Choice(CHOICES), default="auto", show_default=True,
               help="Codec for every stream; auto picks the smallest per stream.")
 @click.option("--tokenizer", type=click.Path(dir_okay=False), default=None,
@@ -169,7 +169,7 @@ def unpack_cmd(artifact, output, force, as_json):
 
 @click.command("bench")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--scheme", "scheme_spec", default=None, help=_SCHEME_HELP)
+@click.option("--scheme", "scheme_spec", type=NonEmptySpec(), default=None, help=_SCHEME_HELP)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Model config JSON (needed for plain torch.save state dicts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")

@@ -77,8 +77,11 @@ def parse_rules(spec: str | None, user: bool = True) -> list[Rule]:
 
 
 def effective_rules(spec: str | None) -> list[Rule]:
-    """The full rule list a spec stands for (see the module docstring)."""
+    """The full rule list a spec stands for (see the module docstring). None means the
+    default; a spec given but holding no rule ('' or ';;;') is refused, never read as it."""
     user = parse_rules(spec)
+    if spec is not None and not user:
+        raise SchemeError(f"scheme spec {spec!r} holds no rule (give none for the default)")
     head = [] if any(r.pattern.startswith("@") for r in user) else \
         parse_rules(DEFAULT_PASSTHROUGH, user=False)
     return head + user + parse_rules(DEFAULT_CATCHALL, user=False)
