@@ -19,7 +19,7 @@ from golfpack.ans.fit import Layout
 from golfpack.artifact import encode_artifact, load_artifact, matrix_shape, stream_groups
 from golfpack.errors import CheckFailed
 from golfpack.quant.qmodel import QuantizedModel, dtype_name, quantize_state_dict
-from golfpack.quant.scheme import kept_by_passthrough
+from golfpack.quant.scheme import kept_by_passthrough, kept_in_float
 
 Progress = Callable[[str], None] | None
 
@@ -42,6 +42,7 @@ def compress_state_dict(state_dict, config: dict, scheme_spec: str | None = None
     # matrices only: vectors and control tensors in float are what everyone expects
     matrices = {n: (dtype_name(t), int(t.numel())) for n, t in state_dict.items() if t.ndim >= 2}
     report["kept_by_passthrough"] = kept_by_passthrough(scheme_spec, matrices)
+    report["kept_in_float"] = kept_in_float(scheme_spec, matrices)  # name -> the rule
     report["seconds"] = {"quantize": round(t1 - t0, 3), "encode": round(t2 - t1, 3)}
     return data, report
 

@@ -8,7 +8,7 @@ from golfpack.accounting import CODE_MODES, DEFAULT_BUDGET
 from golfpack.cli.hessian import hessian_options, hessian_requested, print_fit  # issue 4
 from golfpack.cli.kit import NonEmptySpec, emit_json
 from golfpack.format.codecs import CHOICES
-from golfpack.quant.scheme import DEFAULT_SPEC
+from golfpack.quant.scheme import DEFAULT_PASSTHROUGH, DEFAULT_SPEC
 
 _SCHEME_HELP = (f"Scheme spec: PATTERN=SCHEME rules separated by ';', first match wins; "
                 f"unmatched tensors fall back to the default '{DEFAULT_SPEC}'. Schemes: "
@@ -106,15 +106,31 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
         _print_report(report)
         print_fit(report)  # issue 4: the fit's allocation, predicted vs actual bytes
         click.echo(f"wrote {output}")
-    kept = report.get("kept_by_passthrough") or []
-    if kept:
-        click.echo(f"note: {len(kept)} tensor(s) named by --scheme (e.g. {kept[0]}) stay in "
-                   "float under the default passthrough (@control=fp32;@small=fp16); a spec "
-                   "with an @ rule of its own, e.g. '@control=fp32;*=int6', quantizes them",
-                   err=True)
+    _note_kept_in_float(report)
     if report.get("over_budget"):
         click.echo(f"warning: over budget by {-report['headroom']:,} bytes (kept: --allow-over)",
                    err=True)
+
+
+def _note_kept_in_float(report: dict) -> None:
+    """Say which built-in rule kept matrices in float, when one did: on a small model the
+    default @small=fp16 keeps every matrix fp16, which nothing else in the output explains."""
+    kept = report.get("kept_in_float") or {}
+    if not kept:
+        return
+    named = set(report.get("kept_by_passthrough") or [])
+    params = {t["name"]: t["params"] for t in report.get("tensors", [])}
+    total = sum(params.values()) or 1
+    by_rule: dict[str, list[str]] = {}
+    for name, rule in kept.items():
+        by_rule.setdefault(rule, []).append(name)
+    for rule, names in by_rule.items():
+        share = sum(params.get(n, 0) for n in names) / total
+        whose = "named by --scheme " if named.issuperset(names) else ""
+        click.echo(f"note: {len(names)} matrices {whose}(e.g. {names[0]}; {share:.0%} of the "
+                   f"params) stay in float under the default passthrough rule {rule} "
+                   f"(the built-in {DEFAULT_PASSTHROUGH}); a spec with an @ rule of its own, "
+                   "e.g. '@control=fp32;*=int6:gptq-lite', quantizes them", err=True)
 
 
 @click.command("inspect")
