@@ -81,15 +81,15 @@ def stream_groups(qmodel: QuantizedModel) -> dict[str, list[tuple[int, str, Part
 
 
 def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", tokenizer=None,
-                    progress=None) -> tuple[bytes, dict]:
+                    on_step=None) -> tuple[bytes, dict]:
     """Encode a QuantizedModel (+ model config, tokenizer path or {sha256, vocab_size})
     into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`."""
     if codec not in codecs.CHOICES:
         raise ArtifactError(f"unknown codec {codec!r} (use one of {', '.join(codecs.CHOICES)})")
     plans, keys, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
     for si, (key, members) in enumerate(stream_groups(qmodel).items()):
-        if progress:
-            progress(key)
+        if on_step:
+            on_step(key)
         first = members[0][2]
         offset = 0
         chunks = []
@@ -110,8 +110,8 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
             plans.append(codecs.plan_stream(content, "bytes", codec,
                                             first.data.dtype.itemsize))
         keys.append(key)
-    if progress:
-        progress("rANS")
+    if on_step:
+        on_step("rANS")
     encoded = codecs.finish_plans(plans)
     streams, payloads, seg_bits_by_stream = [], [], {}
     for si, (key, enc) in enumerate(zip(keys, encoded, strict=True)):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -18,24 +17,24 @@ from golfpack.accounting import DEFAULT_BUDGET, check_budget, code_bytes, with_b
 from golfpack.ans.fit import Layout
 from golfpack.artifact import encode_artifact, load_artifact, matrix_shape, stream_groups
 from golfpack.errors import CheckFailed
+from golfpack.progress import OnStep, step_bar
 from golfpack.quant.qmodel import QuantizedModel, dtype_name, quantize_state_dict
 from golfpack.quant.scheme import kept_by_passthrough, kept_in_float
 
-Progress = Callable[[str], None] | None
 
-
-def compress_state_dict(state_dict, config: dict, scheme_spec: str | None = None,
+def compress_state_dict(state_dict, config: dict, *, scheme_spec: str | None = None,
                         codec: str = "auto", code_files=(), code_mode: str = "raw",
                         tokenizer=None, budget: int = DEFAULT_BUDGET,
-                        progress: Progress = None) -> tuple[bytes, dict]:
+                        progress: bool = False) -> tuple[bytes, dict]:
     """Quantize + encode a state dict -> (artifact bytes, report). Does not enforce the
     budget (see check_budget); the report carries total_bytes and headroom."""
     code = code_bytes(code_files, code_mode)  # fail on bad code files before the slow part
     t0 = time.perf_counter()
-    qmodel = quantize_state_dict(state_dict, scheme_spec, progress=progress)
-    t1 = time.perf_counter()
-    data, report = encode_artifact(qmodel, config, codec=codec, tokenizer=tokenizer,
-                                   progress=progress)
+    with step_bar(progress, "compress") as on_step:
+        qmodel = quantize_state_dict(state_dict, scheme_spec, on_step=on_step)
+        t1 = time.perf_counter()
+        data, report = encode_artifact(qmodel, config, codec=codec, tokenizer=tokenizer,
+                                       on_step=on_step)
     t2 = time.perf_counter()
     report = with_budget(report, code, budget)
     report["scheme_spec"] = scheme_spec
@@ -47,11 +46,11 @@ def compress_state_dict(state_dict, config: dict, scheme_spec: str | None = None
     return data, report
 
 
-def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
+def compress_checkpoint(ckpt_path, out_path, *, scheme_spec: str | None = None,
                         codec: str = "auto", code_files=(), code_mode: str = "raw",
                         tokenizer=None, budget: int = DEFAULT_BUDGET, force: bool = False,
                         allow_over: bool = False, config=None,
-                        progress: Progress = None) -> dict:
+                        progress: bool = False) -> dict:
     """Checkpoint -> artifact file. Over budget raises CheckFailed and writes nothing,
     unless allow_over (then the file is written and report["over_budget"] is True)."""
     from golfpack.checkpoint import load
@@ -62,8 +61,9 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
         refuse_same_file(f, out_path)
     refuse_existing(out_path, force)
     state_dict, cfg = load(ckpt_path, config)
-    data, report = compress_state_dict(state_dict, cfg, scheme_spec, codec, code_files,
-                                       code_mode, tokenizer, budget, progress)
+    data, report = compress_state_dict(state_dict, cfg, scheme_spec=scheme_spec, codec=codec,
+                                       code_files=code_files, code_mode=code_mode,
+                                       tokenizer=tokenizer, budget=budget, progress=progress)
     return write_artifact(out_path, data, report, allow_over, force)
 
 
@@ -80,7 +80,7 @@ def write_artifact(out_path, data: bytes, report: dict, allow_over: bool, force:
     return report
 
 
-def inspect_artifact(path, code_files=(), code_mode: str = "raw",
+def inspect_artifact(path, *, code_files=(), code_mode: str = "raw",
                      budget: int = DEFAULT_BUDGET) -> dict:
     """The accounting of an artifact from the file alone (every stream is verified)."""
     art = load_artifact(path)
@@ -125,7 +125,7 @@ def code_streams(qmodel: QuantizedModel) -> dict[str, tuple[np.ndarray, Layout, 
 
 
 def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib"),
-                 progress: Progress = None) -> dict:
+                 on_step: OnStep = None) -> dict:
     """Every quantized code stream through every codec, side by side with its order-0
     entropy: {"streams": [...], "totals": {codec: {bytes, bits_per_weight, seconds}}}."""
     from golfpack.format.codecs import compress_general
@@ -135,8 +135,8 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
     totals["order0"] = {"bytes": 0.0, "seconds": 0.0}
     n_total = 0
     for name, (codes, layout, bits) in code_streams(qmodel).items():
-        if progress:
-            progress(name)
+        if on_step:
+            on_step(name)
         content = codes.tobytes()
         row = {"name": name, "codes": int(codes.size), "order0_bytes": order0_bytes(codes)}
         for c in codecs_to_run:
@@ -161,15 +161,16 @@ def bench_codecs(qmodel: QuantizedModel, codecs_to_run=("ans", "brotli", "zstd",
     return {"codes": n_total, "streams": rows, "totals": totals}
 
 
-def bench_checkpoint(ckpt_path, scheme_spec: str | None = None, config=None,
-                     progress: Progress = None) -> dict:
+def bench_checkpoint(ckpt_path, *, scheme_spec: str | None = None, config=None,
+                     progress: bool = False) -> dict:
     from golfpack.checkpoint import load
 
     state_dict, _ = load(ckpt_path, config)
     t = time.perf_counter()
     qmodel = quantize_state_dict(state_dict, scheme_spec)
     quantize_seconds = time.perf_counter() - t
-    out = bench_codecs(qmodel, progress=progress)
+    with step_bar(progress, "bench") as on_step:
+        out = bench_codecs(qmodel, on_step=on_step)
     out["quantize_seconds"] = round(quantize_seconds, 3)
     out["scheme_spec"] = scheme_spec
     return out

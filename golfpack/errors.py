@@ -44,3 +44,8 @@ class NonFiniteError(GolfError):
 class ModelConfigError(GolfError, ValueError):
     """A model configuration that cannot be built (e.g. heads that do not divide the width).
     Also a ValueError, so library callers that caught ValueError keep working."""
+
+
+class OutputError(GolfError):
+    """An output cannot be written where the user asked (no such directory, no permission,
+    disk full): one line naming the path, nothing half written."""

@@ -92,7 +92,7 @@ def make_plan(n_tokens: int, mode: str = "sliding", seq_len: int = 1024,
         raise GolfError(str(exc)) from None
 
 
-def score_tokens(model, tokens: np.ndarray, target_bytes: np.ndarray, mode: str = "sliding",
+def score_tokens(model, tokens: np.ndarray, target_bytes: np.ndarray, *, mode: str = "sliding",
                  seq_len: int = 1024, stride: int = 64, batch: int = 32,
                  doc_isolation: bool = False, device="cpu", rank: int = 0, world: int = 1,
                  per_token: bool = False, progress: bool = False, bos_id: int = 1,
@@ -144,7 +144,7 @@ def _batches(plan: WindowPlan, batch: int):
         i = j
 
 
-def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.ndarray,
+def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.ndarray, *,
                   batch: int = 32, doc_isolation: bool = False, device="cpu", rank: int = 0,
                   world: int = 1, per_token: bool = False, progress: bool = False,
                   bos_id: int = 1, amp: bool | None = None) -> ScoreResult:

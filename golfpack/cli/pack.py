@@ -15,21 +15,6 @@ _SCHEME_HELP = (f"Scheme spec: PATTERN=SCHEME rules separated by ';', first matc
                 "intN[:amax|pct(p)|gptq-lite|sdclip(k)][:matrix][:floor], fp16, fp32, raw.")
 
 
-def _progress(enabled: bool, total: int | None = None, desc: str = ""):
-    """A tqdm bar as a progress(name) callback (None when disabled)."""
-    if not enabled:
-        return None, None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)  # off without a TTY
-
-    def step(name: str) -> None:
-        bar.set_postfix_str(name[-40:], refresh=False)
-        bar.update(1)
-
-    return step, bar
-
-
 def _code_options(f):
     f = click.option("--code-mode", type=click.Choice(CODE_MODES), default="raw",
                      show_default=True,
@@ -92,14 +77,10 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
             config_path=config_path, code_files=code_files, code_mode=code_mode, budget=budget,
             allow_over=allow_over, force=force, progress=not as_json, **hessian)
     else:
-        step, bar = _progress(not as_json, desc="compress")
-        try:
-            report = compress_checkpoint(checkpoint, output, scheme_spec, codec, code_files,
-                                         code_mode, tokenizer, budget, force, allow_over,
-                                         config_path, step)
-        finally:
-            if bar is not None:
-                bar.close()
+        report = compress_checkpoint(
+            checkpoint, output, scheme_spec=scheme_spec, codec=codec, code_files=code_files,
+            code_mode=code_mode, tokenizer=tokenizer, budget=budget, force=force,
+            allow_over=allow_over, config=config_path, progress=not as_json)
     if as_json:
         emit_json(report)
     else:
@@ -153,7 +134,8 @@ def inspect_cmd(artifact, code_files, code_mode, budget, plot, force, as_json):
 
         refuse_same_file(artifact, plot)
         refuse_existing(plot, force)
-    report = inspect_artifact(artifact, code_files, code_mode, budget)
+    report = inspect_artifact(artifact, code_files=code_files, code_mode=code_mode,
+                              budget=budget)
     if plot:
         from golfpack.cli.plot import plot_report
 
@@ -196,12 +178,8 @@ def bench_cmd(checkpoint, scheme_spec, config_path, as_json):
     """
     from golfpack.compress import bench_checkpoint
 
-    step, bar = _progress(not as_json, desc="bench")
-    try:
-        out = bench_checkpoint(checkpoint, scheme_spec, config_path, step)
-    finally:
-        if bar is not None:
-            bar.close()
+    out = bench_checkpoint(checkpoint, scheme_spec=scheme_spec, config=config_path,
+                           progress=not as_json)
     if as_json:
         emit_json(out)
         return

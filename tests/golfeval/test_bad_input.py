@@ -119,6 +119,7 @@ def test_build_cli_repeat_docs_keeps_both(tmp_path, tiny_tokenizer):
 @pytest.mark.parametrize("args", [
     ["score", "--batch", "0"], ["score", "--threads", "0"], ["score", "--stride", "0"],
     ["score", "--ttt-lr", "nan"], ["audit", "--batch", "0"], ["audit", "--threads", "0"],
+    ["audit", "--positions", "0"],
     ["verify", ".", "--claim", "nan"], ["verify", ".", "--claim", "inf"],
     ["significance", "x", "--sota-bpb", "nan"], ["significance", "x", "--alpha", "0"],
     ["seeds-needed", "--delta", "0.01", "--std", "nan"],
@@ -127,3 +128,22 @@ def test_zero_and_nan_options_are_usage_errors(args):
     r = CliRunner().invoke(golfeval_main, args)
     assert r.exit_code == 2, r.output
     assert "Invalid value" in r.stderr
+
+
+def test_progress_bars_are_quiet_off_a_terminal(tmp_path, tiny_tokenizer, pydoc_corpus,
+                                                tiny_shards):
+    """Captured logs hold no carriage-return bars: tqdm is off when stderr is no terminal."""
+    r = CliRunner().invoke(golfeval_main, ["data", "build", "--tokenizer", str(tiny_tokenizer),
+                                           "--docs", str(pydoc_corpus), "--out",
+                                           str(tmp_path / "o"), "--val-docs", "5"])
+    assert r.exit_code == 0, r.output
+    assert "\r" not in r.stderr and "validation:" in r.stdout
+    m, cfg = live_gpt(0, vocab_size=512, model_dim=32)
+    save(tmp_path / "m.safetensors", m.state_dict(), cfg.to_dict())
+    ckpt = str(tmp_path / "m.safetensors")
+    r = CliRunner().invoke(golfeval_main, ["score", "--checkpoint", ckpt,
+                                           "--data", str(tiny_shards), "--tokenizer",
+                                           str(tiny_tokenizer), "--seq-len", "32", "--stride", "16",
+                                           "--max-tokens", "300", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "\r" not in r.stderr and "val_bpb:" in r.stdout

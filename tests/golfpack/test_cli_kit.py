@@ -127,3 +127,14 @@ def test_explicit_threads_win():
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = old_env
+
+
+def test_unwritable_output_is_a_declared_error(tmp_path):
+    from golfpack.errors import OutputError
+    from golfpack.fileio import atomic_write_bytes
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        atomic_write_bytes(blocker / "out.golf", b"data")
+    assert blocker.read_text() == "x"
