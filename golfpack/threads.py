@@ -6,7 +6,9 @@ threads outnumber cores and each parallel region waits on a descheduled thread: 
 training step measured 18.5 s with the default against 1.3 s with one thread per process on
 a shared 2-core machine. The default here is the process's share of the cores it may run on:
 cores // local processes, where the local process count comes from torchrun
-(LOCAL_WORLD_SIZE) or from GOLF_LOCAL_PROCESSES (set by whoever starts siblings).
+(LOCAL_WORLD_SIZE) or from GOLF_LOCAL_PROCESSES (set by whoever starts siblings), and no
+more than its share of the cores left idle by the rest of the machine (1-minute load
+average): a busy shared machine gets one thread per process, an idle one all its cores.
 
 Precedence: an explicit --threads option, then GOLF_THREADS, then OMP_NUM_THREADS (the user's
 or the launcher's choice, which torch already honours), then the share above.
@@ -45,7 +47,16 @@ def local_processes(env: Mapping[str, str] | None = None) -> int:
                _positive_int(env, ENV_LOCAL_PROCESSES) or 1)
 
 
-def default_threads(env: Mapping[str, str] | None = None, cores: int | None = None) -> int:
+def machine_load() -> float:
+    """The 1-minute load average (0 where the platform has none)."""
+    try:
+        return max(0.0, os.getloadavg()[0])
+    except (AttributeError, OSError):  # pragma: no cover
+        return 0.0
+
+
+def default_threads(env: Mapping[str, str] | None = None, cores: int | None = None,
+                    load: float | None = None) -> int:
     """The thread count a process of this command should use (see the module docstring)."""
     env = os.environ if env is None else env
     for key in (ENV_THREADS, "OMP_NUM_THREADS"):
@@ -53,7 +64,10 @@ def default_threads(env: Mapping[str, str] | None = None, cores: int | None = No
         if value is not None:
             return value
     cores = usable_cores() if cores is None else cores
-    return max(1, cores // local_processes(env))
+    load = machine_load() if load is None else load
+    local = local_processes(env)
+    idle_share = int((cores - load) / local + 0.5)
+    return max(1, min(cores // local, idle_share))
 
 
 def apply_thread_defaults(threads: int | None = None) -> int:
