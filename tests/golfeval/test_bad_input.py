@@ -147,3 +147,38 @@ def test_progress_bars_are_quiet_off_a_terminal(tmp_path, tiny_tokenizer, pydoc_
                                            "--max-tokens", "300", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert "\r" not in r.stderr and "val_bpb:" in r.stdout
+
+
+def test_ranks_agree_on_the_first_non_finite_target(monkeypatch):
+    """With a process group every rank stops at its first bad target, still meets the others
+    at the one all-reduce, and all name the same, global first position (here on rank 1,
+    while rank 0's slice is clean). Ranks are simulated: each one's all-reduce input is
+    captured, then every rank reruns with the sum."""
+    from golfeval.score import core, distributed
+    from golfeval.score.core import make_plan, score_windows
+
+    tokens = np.array([1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 2, 7, 3, 4, 7, 6, 1, 2], dtype=np.int64)
+    nbytes = np.ones(tokens.size - 1, dtype=np.int64)
+    plan = make_plan(tokens.size, "sliding", 4, 2)
+    monkeypatch.setattr(core.distributed, "active_world", lambda: 2)
+    sent = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(rank):
+        def fake(values):
+            sent[rank] = np.asarray(values, dtype=np.float64)
+            raise Captured
+        return fake
+
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "all_reduce_sum", capture(rank))
+        with pytest.raises(Captured):
+            score_windows(PoisonAt(), tokens, plan, nbytes, batch=2, rank=rank, world=2)
+    total = sent[0] + sent[1]
+    assert sent[0][4] == 0 and sent[1][5] > 0  # rank 0's slice is clean
+    monkeypatch.setattr(distributed, "all_reduce_sum", lambda values: total.copy())
+    for rank in (0, 1):
+        with pytest.raises(NonFiniteError, match=r"target position 11 \(token id 3\)"):
+            score_windows(PoisonAt(), tokens, plan, nbytes, batch=2, rank=rank, world=2)
