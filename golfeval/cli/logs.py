@@ -78,7 +78,7 @@ def logs(path, as_json, with_config):
                "problems": sum(len(f.problems) for f in folders)}
     if as_json:
         emit_json({"folders": [f.to_dict(config=with_config) for f in folders],
-                   "summary": summary})
+                   "summary": summary}, non_finite="null")  # a log may say val_bpb:nan
     else:
         for f in folders:
             claim = f.submission.claim_bpb if f.submission else None
@@ -149,7 +149,7 @@ def verify(record_dir, claim, as_json):
     if as_json:
         emit_json(results[0].to_dict() if single else
                   {"records": [v.to_dict() for v in results],
-                   "failed": [v.name for v in results if not v.ok]})
+                   "failed": [v.name for v in results if not v.ok]}, non_finite="null")
     else:
         for i, v in enumerate(results):
             if i:

@@ -50,10 +50,14 @@ class LazyGroup(click.Group):
             sys.exit(exc.exit_code)
 
 
-def emit_json(obj) -> None:
+def emit_json(obj, non_finite: str = "error") -> None:
     """Print a strict JSON document (the `--json` output of every command that reports
-    numbers). NaN and infinity are not JSON: a report holding one is an error naming the key,
-    never a document other parsers reject."""
+    numbers). NaN and infinity are not JSON. A computed result holding one is an error
+    naming the key (`non_finite="error"`), never a document other parsers reject; numbers
+    read from other people's files (a record log saying `val_bpb:nan`) are printed as null
+    (`non_finite="null"`)."""
+    if non_finite == "null":
+        obj = _nulled(obj)
     try:
         text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default,
                           allow_nan=False)
@@ -62,6 +66,24 @@ def emit_json(obj) -> None:
         raise NonFiniteError(f"the result is not finite: {where or 'a value'} is "
                              "NaN or infinite") from None
     click.echo(text)
+
+
+def _nulled(obj):
+    """`obj` with every NaN/inf float (numpy ones included) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _nulled(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nulled(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.floating | np.ndarray):
+            return _nulled(_json_default(obj))
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
 
 
 def first_non_finite(obj, path: str = "") -> str | None:

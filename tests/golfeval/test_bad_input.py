@@ -182,3 +182,17 @@ def test_ranks_agree_on_the_first_non_finite_target(monkeypatch):
     for rank in (0, 1):
         with pytest.raises(NonFiniteError, match=r"target position 11 \(token id 3\)"):
             score_windows(PoisonAt(), tokens, plan, nbytes, batch=2, rank=rank, world=2)
+
+
+def test_a_log_that_says_nan_is_null_in_strict_json(tmp_path):
+    """A diverged run's log is data, not our result: `logs --json` stays strict JSON (null)
+    instead of printing NaN or refusing the folder."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / "train_seed1.log").write_text(
+        "seed:1\nstep:10/10 train_loss:nan train_time:1000ms step_avg:100.00ms\n"
+        "final_int8_zlib_roundtrip_exact val_loss:nan val_bpb:nan\n")
+    r = CliRunner().invoke(golfeval_main, ["logs", str(rec), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "NaN" not in r.stdout
+    json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))

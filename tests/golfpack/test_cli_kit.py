@@ -39,6 +39,13 @@ def test_emit_json_is_strict_and_names_the_first_non_finite_key(capsys):
     assert first_non_finite({"v": np.array([0.0, np.nan])}) == "v[1]"
 
 
+def test_emit_json_can_print_other_peoples_nan_as_null(capsys):
+    np = pytest.importorskip("numpy")
+    emit_json({"runs": [{"val_bpb": math.nan}, {"v": np.float64("inf")}]}, non_finite="null")
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"runs": [{"val_bpb": None}, {"v": None}]}
+
+
 def _group(exc):
     @click.group(cls=LazyGroup)
     def g():
