@@ -27,7 +27,8 @@ def data():
 @click.option("--shard-tokens", type=POSITIVE_INT, default=100_000_000, show_default=True,
               help="tokens per shard file")
 @click.option("--workers", default=None, type=POSITIVE_INT,
-              help="encoding threads (default: cores, at most 8)")
+              help="encoding threads (default: this process's share of the idle cores, "
+                   "at most 8)")
 @click.option("--force", is_flag=True, help="write into a non-empty output directory")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def build_cmd(tokenizer_path, docs, val_corpora, out_dir, val_docs, shard_tokens, workers,

@@ -127,7 +127,10 @@ def build(tokenizer_path, docs, out_dir, *, val_docs: int | None = None, val=(),
         if not os.path.isfile(path):
             raise GolfError(f"{path}: no such file")
     os.makedirs(out_dir, exist_ok=True)
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    if workers is None:  # this process's share of the (idle) cores, as torch gets
+        from golfpack.threads import default_threads
+
+        workers = min(8, default_threads())
 
     summary = BuildSummary(vocab_size=vocab, tokenizer_sha256=tokenizer.file_sha256(tokenizer_path))
     writers = {s: _ShardWriter(out_dir, s, shard_tokens, force) for s in ("val", "train")}
