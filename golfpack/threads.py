@@ -77,8 +77,7 @@ def apply_thread_defaults(threads: int | None = None) -> int:
     after, it also calls torch.set_num_threads. Returns the count in force.
     """
     n = threads if threads is not None else default_threads()
-    if threads is not None or "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)  # also what the processes this one starts inherit
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)

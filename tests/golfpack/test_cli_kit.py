@@ -126,6 +126,10 @@ def test_cli_sets_threads_before_torch_starts(tmp_path):
                          env=env, timeout=60)
     n, torch_n, share = map(int, out.stdout.split())
     assert n == torch_n and 1 <= n <= max(1, share)
+    env.update(OMP_NUM_THREADS="1", GOLF_THREADS="2")  # GOLF_THREADS wins, torch included
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.stdout.split()[:2] == ["2", "2"]
 
 
 def test_explicit_threads_win():
