@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from golfeval.data import shards, tokenizer
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, OutputError
 
 DEFAULT_SHARD_TOKENS = 100_000_000
 DEFAULT_VAL_DOCS = 50_000
@@ -126,7 +126,10 @@ def build(tokenizer_path, docs, out_dir, *, val_docs: int | None = None, val=(),
     for path in val_paths + docs_paths:
         if not os.path.isfile(path):
             raise GolfError(f"{path}: no such file")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     if workers is None:  # this process's share of the (idle) cores, as torch gets
         from golfpack.threads import default_threads
 
