@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.golf-installed
 
-.PHONY: test demo install lint clean
+.PHONY: test test-quick demo install lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check golfpack golfeval trainer tests bench
 
+# One line per test file with its progress, and the slowest tests at the end, so a long
+# run is never silent. `make test-quick` skips the tests marked slow (> ~5 s each).
 test: $(STAMP)
 	$(BIN)/ruff check golfpack golfeval trainer tests bench
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-quick: $(STAMP)
+	$(BIN)/ruff check golfpack golfeval trainer tests bench
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
 
 DEMO_ARGS ?= --force
 

@@ -84,7 +84,7 @@ def stream_groups(qmodel: QuantizedModel) -> dict[str, list[tuple[int, str, Part
 
 
 def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", tokenizer=None,
-                    progress=None, decoder_mode: str | None = None) -> tuple[bytes, dict]:
+                    on_step=None, decoder_mode: str | None = None) -> tuple[bytes, dict]:
     """Encode a QuantizedModel (+ model config, tokenizer path or {sha256, vocab_size})
     into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`.
     With `decoder_mode` ("raw"/"minified": how the decoder is counted) and codec "auto",
@@ -94,8 +94,8 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
         raise ArtifactError(f"unknown codec {codec!r} (use one of {', '.join(codecs.CHOICES)})")
     plans, keys, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
     for si, (key, members) in enumerate(stream_groups(qmodel).items()):
-        if progress:
-            progress(key)
+        if on_step:
+            on_step(key)
         first = members[0][2]
         offset = 0
         chunks = []
@@ -124,8 +124,8 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
         savings = codecs.choose_net_of_decoder(
             plans, lambda used: {f: c for f, c in decoder.feature_costs(
                 used | kinds, decoder_mode, estimate=True).items() if f in used})
-    if progress:
-        progress("rANS")
+    if on_step:
+        on_step("rANS")
     encoded = codecs.finish_plans(plans)
     streams, payloads, seg_bits_by_stream = [], [], {}
     for si, (key, enc) in enumerate(zip(keys, encoded, strict=True)):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -23,47 +22,49 @@ from golfpack.accounting import (
 )
 from golfpack.errors import CheckFailed, GolfError
 from golfpack.format.layout import MAX_PARAMS
+from golfpack.progress import OnStep, step_bar
 
 # torch-bound modules (quant, artifact) are imported inside the functions that need them, so
 # `inspect` and the reader run where torch is not installed.
 
-Progress = Callable[[str], None] | None
 
-
-def compress_state_dict(state_dict, config: dict, scheme_spec: str | None = None,
+def compress_state_dict(state_dict, config: dict, *, scheme_spec: str | None = None,
                         codec: str = "auto", code_files=(), code_mode: str = "raw",
                         tokenizer=None, budget: int = DEFAULT_BUDGET,
-                        progress: Progress = None, decoder: bool = True) -> tuple[bytes, dict]:
+                        progress: bool = False, decoder: bool = True) -> tuple[bytes, dict]:
     """Quantize + encode a state dict -> (artifact bytes, report). Does not enforce the
     budget (see check_budget); the report carries total_bytes and headroom. The decoder a
     submission needs is counted as code (`decoder=False`: a code file already holds it)."""
     from golfpack.artifact import encode_artifact
     from golfpack.quant.qmodel import dtype_name, quantize_state_dict
-    from golfpack.quant.scheme import kept_by_passthrough
+    from golfpack.quant.scheme import kept_by_passthrough, kept_in_float
 
     code = code_bytes(code_files, code_mode)  # fail on bad code files before the slow part
     if not decoder:
         require_decoder_file(code_files)
     t0 = time.perf_counter()
-    qmodel = quantize_state_dict(state_dict, scheme_spec, progress=progress)
-    t1 = time.perf_counter()
-    data, report = encode_artifact(qmodel, config, codec=codec, tokenizer=tokenizer,
-                                   progress=progress, decoder_mode=code_mode if decoder else None)
+    with step_bar(progress, "compress") as on_step:
+        qmodel = quantize_state_dict(state_dict, scheme_spec, on_step=on_step)
+        t1 = time.perf_counter()
+        data, report = encode_artifact(qmodel, config, codec=codec, tokenizer=tokenizer,
+                                       on_step=on_step,
+                                       decoder_mode=code_mode if decoder else None)
     t2 = time.perf_counter()
     report = with_budget(report, count_decoder(report, code, code_files, decoder), budget)
     report["scheme_spec"] = scheme_spec
     # matrices only: vectors and control tensors in float are what everyone expects
     matrices = {n: (dtype_name(t), int(t.numel())) for n, t in state_dict.items() if t.ndim >= 2}
     report["kept_by_passthrough"] = kept_by_passthrough(scheme_spec, matrices)
+    report["kept_in_float"] = kept_in_float(scheme_spec, matrices)  # name -> the rule
     report["seconds"] = {"quantize": round(t1 - t0, 3), "encode": round(t2 - t1, 3)}
     return data, report
 
 
-def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
+def compress_checkpoint(ckpt_path, out_path, *, scheme_spec: str | None = None,
                         codec: str = "auto", code_files=(), code_mode: str = "raw",
                         tokenizer=None, budget: int = DEFAULT_BUDGET, force: bool = False,
                         allow_over: bool = False, config=None,
-                        progress: Progress = None, model_spec: str | None = None,
+                        progress: bool = False, model_spec: str | None = None,
                         trust_arch: bool = False, decoder: bool = True) -> dict:
     """Checkpoint -> artifact file. Over budget raises CheckFailed and writes nothing,
     unless allow_over (then the file is written and report["over_budget"] is True).
@@ -81,8 +82,10 @@ def compress_checkpoint(ckpt_path, out_path, scheme_spec: str | None = None,
     if model_spec is not None:
         cfg = {**cfg, "arch": model_spec}
     checked = check_weights_fit(state_dict, cfg, model_spec, trust_arch, notes)
-    data, report = compress_state_dict(state_dict, cfg, scheme_spec, codec, code_files,
-                                       code_mode, tokenizer, budget, progress, decoder)
+    data, report = compress_state_dict(state_dict, cfg, scheme_spec=scheme_spec, codec=codec,
+                                       code_files=code_files, code_mode=code_mode,
+                                       tokenizer=tokenizer, budget=budget, progress=progress,
+                                       decoder=decoder)
     report["notes"], report["weights_checked"] = notes, checked
     return write_artifact(out_path, data, report, allow_over, force)
 
@@ -136,7 +139,7 @@ def count_decoder(report: dict, code: dict, code_files=(), included: bool = True
                                          included))
 
 
-def inspect_artifact(path, code_files=(), code_mode: str = "raw",
+def inspect_artifact(path, *, code_files=(), code_mode: str = "raw",
                      budget: int = DEFAULT_BUDGET, decoder: bool = True,
                      max_params: int = MAX_PARAMS) -> dict:
     """The accounting of an artifact from the file alone (every stream is verified),
@@ -214,7 +217,7 @@ def code_streams(qmodel) -> dict:
 
 
 def bench_codecs(qmodel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib"),
-                 progress: Progress = None) -> dict:
+                 on_step: OnStep = None) -> dict:
     """Every quantized code stream through every codec, side by side with its order-0
     entropy: {"streams": [...], "totals": {codec: {bytes, bits_per_weight, seconds}}}."""
     from golfpack.format.codecs import compress_general
@@ -224,8 +227,8 @@ def bench_codecs(qmodel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib")
     totals["order0"] = {"bytes": 0.0, "seconds": 0.0}
     n_total = 0
     for name, (codes, layout, bits) in code_streams(qmodel).items():
-        if progress:
-            progress(name)
+        if on_step:
+            on_step(name)
         content = codes.tobytes()
         row = {"name": name, "codes": int(codes.size), "order0_bytes": order0_bytes(codes)}
         for c in codecs_to_run:
@@ -250,8 +253,8 @@ def bench_codecs(qmodel, codecs_to_run=("ans", "brotli", "zstd", "lzma", "zlib")
     return {"codes": n_total, "streams": rows, "totals": totals}
 
 
-def bench_checkpoint(ckpt_path, scheme_spec: str | None = None, config=None,
-                     progress: Progress = None) -> dict:
+def bench_checkpoint(ckpt_path, *, scheme_spec: str | None = None, config=None,
+                     progress: bool = False) -> dict:
     from golfpack.checkpoint import load
     from golfpack.quant.qmodel import quantize_state_dict
 
@@ -259,7 +262,8 @@ def bench_checkpoint(ckpt_path, scheme_spec: str | None = None, config=None,
     t = time.perf_counter()
     qmodel = quantize_state_dict(state_dict, scheme_spec)
     quantize_seconds = time.perf_counter() - t
-    out = bench_codecs(qmodel, progress=progress)
+    with step_bar(progress, "bench") as on_step:
+        out = bench_codecs(qmodel, on_step=on_step)
     out["quantize_seconds"] = round(quantize_seconds, 3)
     out["scheme_spec"] = scheme_spec
     return out

@@ -32,3 +32,20 @@ class ArtifactError(GolfError):
 
 class CheckpointError(GolfError):
     """A checkpoint cannot be read safely (bad file, pickle with code, missing config)."""
+
+
+class NonFiniteError(GolfError):
+    """A computed result (a loss, a bpb, a reported number) is NaN or infinite: a broken
+    model or input, never a number to publish. Exit 1: the inputs loaded, the result failed."""
+
+    exit_code = 1
+
+
+class ModelConfigError(GolfError, ValueError):
+    """A model configuration that cannot be built (e.g. heads that do not divide the width).
+    Also a ValueError, so library callers that caught ValueError keep working."""
+
+
+class OutputError(GolfError):
+    """An output cannot be written where the user asked (no such directory, no permission,
+    disk full): one line naming the path, nothing half written."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, OutputError
 
 
 def refuse_existing(path, force: bool) -> None:
@@ -29,13 +29,15 @@ def atomic_path(path, force: bool = False):
     path = os.fspath(path)
     refuse_existing(path, force)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    with _as_output_error(path):
+        os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with _as_output_error(path):
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
         _fsync_dir(directory)
     finally:
         if os.path.exists(tmp):
@@ -44,8 +46,16 @@ def atomic_path(path, force: bool = False):
 
 def atomic_write_bytes(path, data: bytes, force: bool = False) -> None:
     """Write `data` to `path` atomically; refuse to clobber an existing file without force."""
-    with atomic_path(path, force) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, force) as tmp, _as_output_error(path), open(tmp, "wb") as fh:
         fh.write(data)
+
+
+@contextmanager
+def _as_output_error(path: str):
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _fsync_dir(directory: str) -> None:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from golfpack.errors import ModelConfigError
+
 # Names of the small "control" parameters that quantizers keep in fp32 and Adam trains.
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight",
                     "skip_gate", "attn_gate", "smear_gate", "parallel_")
@@ -63,27 +65,27 @@ class GPTConfig:
 
     def __post_init__(self):
         if self.model_dim % self.num_heads:
-            raise ValueError("model_dim must be divisible by num_heads")
+            raise ModelConfigError("model_dim must be divisible by num_heads")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError("num_heads must be divisible by num_kv_heads")
+            raise ModelConfigError("num_heads must be divisible by num_kv_heads")
         if (self.model_dim // self.num_heads) % 2:
-            raise ValueError("head dim must be even for rotary embeddings")
+            raise ModelConfigError("head dim must be even for rotary embeddings")
         if self.rope_dims < 0 or self.rope_dims % 2 or self.rope_dims > self.head_dim:
-            raise ValueError(f"rope_dims must be even and in [0, head dim {self.head_dim}]")
+            raise ModelConfigError(f"rope_dims must be even and in [0, head dim {self.head_dim}]")
         if not 0 <= self.xsa_last_n <= self.num_layers:
-            raise ValueError(f"xsa_last_n must lie in [0, num_layers {self.num_layers}]")
+            raise ModelConfigError(f"xsa_last_n must lie in [0, num_layers {self.num_layers}]")
         if self.num_loops < 0:
-            raise ValueError("num_loops must be >= 0")
+            raise ModelConfigError("num_loops must be >= 0")
         if self.num_loops and not 0 <= self.loop_start <= self.loop_end < self.num_layers:
-            raise ValueError("looped layers need 0 <= loop_start <= loop_end < num_layers")
+            raise ModelConfigError("looped layers need 0 <= loop_start <= loop_end < num_layers")
         if not 0 <= self.parallel_start < max(self.num_layers, 1):
-            raise ValueError("parallel_start must lie in [0, num_layers)")
+            raise ModelConfigError("parallel_start must lie in [0, num_layers)")
         if self.parallel_final not in PARALLEL_FINALS:
-            raise ValueError(f"parallel_final must be one of {', '.join(PARALLEL_FINALS)}")
+            raise ModelConfigError(f"parallel_final must be one of {', '.join(PARALLEL_FINALS)}")
         if not 0 <= self.attn_gate_dims <= self.model_dim:
-            raise ValueError("attn_gate_dims must lie in [0, model_dim]")
+            raise ModelConfigError("attn_gate_dims must lie in [0, model_dim]")
         if self.mlp_negative_slope < 0:
-            raise ValueError("mlp_negative_slope must be >= 0")
+            raise ModelConfigError("mlp_negative_slope must be >= 0")
 
     @property
     def head_dim(self) -> int:
@@ -101,7 +103,7 @@ class GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known - {"arch"}
         if unknown:
-            raise ValueError(f"unknown GPTConfig keys: {sorted(unknown)}")
+            raise ModelConfigError(f"unknown GPTConfig keys: {sorted(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
 

@@ -7,8 +7,8 @@ import click
 
 from golfeval.audit.run import DEFAULT_MAX_TOKENS, audit_model
 from golfeval.cli.ttt_options import pop_ttt_options, refuse_stray_ttt_flags, ttt_options
-from golfpack.cli.kit import emit_json
-from golfpack.errors import CheckFailed, GolfError
+from golfpack.cli.kit import NON_NEGATIVE_FLOAT, POSITIVE_INT, emit_json
+from golfpack.errors import CheckFailed
 
 
 @click.command("audit")
@@ -29,18 +29,19 @@ from golfpack.errors import CheckFailed, GolfError
                    "registers can be audited; repeatable")
 @click.option("--leak-checks/--no-leak-checks", default=True, show_default=True,
               help="normalization, target independence and (when claimed) document isolation")
-@click.option("--sweeps", type=int, default=None,
+@click.option("--sweeps", type=click.IntRange(min=0), default=None,
               help="normalization: positions whose every candidate next token is scored "
                    "(vocab-size evaluations of seq_len + 1 tokens each) [0 for modes with "
                    "whole distributions (flat, sliding), else 1]")
-@click.option("--positions", default=8, show_default=True,
+@click.option("--positions", type=POSITIVE_INT, default=8, show_default=True,
               help="cuts t to test (about half at document/chunk/block boundaries)")
 @click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True,
               help="audit the first N validation tokens")
-@click.option("--seq-len", default=1024, show_default=True,
+@click.option("--seq-len", type=POSITIVE_INT, default=1024, show_default=True,
               help="window length (LoRA: context inside a document)")
-@click.option("--stride", default=64, show_default=True, help="sliding stride")
-@click.option("--batch", default=4, show_default=True,
+@click.option("--stride", type=POSITIVE_INT, default=64, show_default=True,
+              help="sliding stride")
+@click.option("--batch", type=POSITIVE_INT, default=4, show_default=True,
               help="windows (LoRA: documents) per forward")
 @click.option("--doc-isolation", is_flag=True, help="flat/sliding/sgd: attention never "
               "crosses a BOS")
@@ -48,10 +49,11 @@ from golfpack.errors import CheckFailed, GolfError
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, or cuda (deterministic kernels are switched on, so the comparison "
                    "can stay bitwise)")
-@click.option("--atol", default=0.0, show_default=True,
+@click.option("--atol", type=NON_NEGATIVE_FLOAT, default=0.0, show_default=True,
               help="allowed absolute loss difference (0 = bit-identical)")
 @click.option("--seed", default=0, show_default=True, help="random suffixes and cut choice")
-@click.option("--threads", type=int, default=None, help="CPU threads")
+@click.option("--threads", type=POSITIVE_INT, default=None,
+              help="CPU threads (default: this process's share of the cores)")
 @click.option("--force", is_flag=True, help="audit despite a tokenizer hash mismatch")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugins,
@@ -76,13 +78,11 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugi
 
     for name in plugins:
         load_plugin(name)
-    if sweeps is not None and sweeps < 0:
-        raise GolfError("--sweeps must be >= 0")
     check_mode(mode)
     if threads:
-        import torch
+        from golfpack.threads import apply_thread_defaults
 
-        torch.set_num_threads(threads)
+        apply_thread_defaults(threads)
     ttt = None
     ttt_opts = pop_ttt_options(ttt_flags)
     if mode in ("lora", "sgd", "phased"):

@@ -8,7 +8,13 @@ import sys
 
 import click
 
-from golfpack.cli.kit import emit_json
+from golfpack.cli.kit import (
+    FINITE_FLOAT,
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_FLOAT,
+    PROBABILITY,
+    emit_json,
+)
 from golfpack.errors import CheckFailed, GolfError
 from golfpack.fileio import refuse_existing
 
@@ -72,7 +78,7 @@ def logs(path, as_json, with_config):
                "problems": sum(len(f.problems) for f in folders)}
     if as_json:
         emit_json({"folders": [f.to_dict(config=with_config) for f in folders],
-                   "summary": summary})
+                   "summary": summary}, non_finite="null")  # a log may say val_bpb:nan
     else:
         for f in folders:
             claim = f.submission.claim_bpb if f.submission else None
@@ -116,7 +122,7 @@ def _print_verification(v) -> None:
 
 @click.command("verify")
 @click.argument("record_dir", type=click.Path(file_okay=False))
-@click.option("--claim", type=float, default=None,
+@click.option("--claim", type=FINITE_FLOAT, default=None,
               help="claimed val_bpb to check (default: submission.json)")
 @click.option("--json", "as_json", is_flag=True, help="print the verification as JSON")
 def verify(record_dir, claim, as_json):
@@ -143,7 +149,7 @@ def verify(record_dir, claim, as_json):
     if as_json:
         emit_json(results[0].to_dict() if single else
                   {"records": [v.to_dict() for v in results],
-                   "failed": [v.name for v in results if not v.ok]})
+                   "failed": [v.name for v in results if not v.ok]}, non_finite="null")
     else:
         for i, v in enumerate(results):
             if i:
@@ -165,14 +171,15 @@ def _parse_or_fail(specs, name):
 @click.option("--sota", "old", multiple=True,
               help="state of the art: record folder, log file or comma-separated val_bpb "
                    "values (repeat to pool)")
-@click.option("--sota-bpb", type=float, default=None, help="fixed SOTA val_bpb (one-sample test)")
-@click.option("--margin-nats", type=float, default=0.005, show_default=True,
+@click.option("--sota-bpb", type=FINITE_FLOAT, default=None,
+              help="fixed SOTA val_bpb (one-sample test)")
+@click.option("--margin-nats", type=NON_NEGATIVE_FLOAT, default=0.005, show_default=True,
               help="README margin in nats per token")
-@click.option("--alpha", type=float, default=0.01, show_default=True,
+@click.option("--alpha", type=PROBABILITY, default=0.01, show_default=True,
               help="p threshold of the README rule")
-@click.option("--frontier-alpha", type=float, default=0.25, show_default=True,
+@click.option("--frontier-alpha", type=PROBABILITY, default=0.25, show_default=True,
               help="p threshold of the frontier rule (no margin)")
-@click.option("--bpb-per-nat", type=float, default=None,
+@click.option("--bpb-per-nat", type=POSITIVE_FLOAT, default=None,
               help="bpb per nat for the margin when NEW has no val_loss (challenge val split: "
                    "0.592 sp1024, 0.434 sp4096, 0.388 sp8192)")
 @click.option("--rule", type=click.Choice(["readme", "frontier"]), default="readme",
@@ -265,16 +272,17 @@ def _plot(res: dict, new_s, old_s, path: str, force: bool) -> None:
 
 
 @click.command("seeds-needed")
-@click.option("--delta", type=float, required=True,
+@click.option("--delta", type=FINITE_FLOAT, required=True,
               help="expected improvement of the mean, in bpb")
-@click.option("--std", type=float, required=True, help="per-run standard deviation, in bpb")
-@click.option("--alpha", type=float, default=0.01, show_default=True)
-@click.option("--power", type=float, default=0.8, show_default=True)
-@click.option("--margin-bpb", type=float, default=0.0, show_default=True,
+@click.option("--std", type=POSITIVE_FLOAT, required=True,
+              help="per-run standard deviation, in bpb")
+@click.option("--alpha", type=PROBABILITY, default=0.01, show_default=True)
+@click.option("--power", type=PROBABILITY, default=0.8, show_default=True)
+@click.option("--margin-bpb", type=NON_NEGATIVE_FLOAT, default=0.0, show_default=True,
               help="margin the test subtracts (e.g. 0.00296 = 0.005 nats on sp1024)")
 @click.option("--design", type=click.Choice(["welch", "one-sample"]), default="welch",
               show_default=True, help="Welch two-sample vs SOTA runs, or one-sample vs a value")
-@click.option("--old-n", type=int, default=None,
+@click.option("--old-n", type=click.IntRange(min=2), default=None,
               help="SOTA runs in the Welch design (default: as many as the new side)")
 @click.option("--json", "as_json", is_flag=True)
 def seeds_needed(delta, std, alpha, power, margin_bpb, design, old_n, as_json):

@@ -9,8 +9,8 @@ import click
 from golfeval.cli.ttt_options import pop_ttt_options, refuse_stray_ttt_flags, ttt_options
 from golfeval.score.evaluate import evaluate
 from golfeval.ttt.settings import make_settings
-from golfpack.cli.kit import emit_json
-from golfpack.errors import CheckFailed, GolfError
+from golfpack.cli.kit import POSITIVE_FLOAT, POSITIVE_INT, emit_json
+from golfpack.errors import CheckFailed
 
 
 def result_line(report: dict) -> str:
@@ -35,12 +35,14 @@ def result_line(report: dict) -> str:
               default="sliding", show_default=True,
               help="flat blocks (tail dropped), sliding windows, or sliding-record: the "
                    "records' sliding rule (flaws included) beside the exact sliding score")
-@click.option("--seq-len", default=1024, show_default=True, help="window length L")
-@click.option("--stride", default=64, show_default=True,
+@click.option("--seq-len", type=POSITIVE_INT, default=1024, show_default=True,
+              help="window length L")
+@click.option("--stride", type=POSITIVE_INT, default=64, show_default=True,
               help="sliding stride S: later windows score their last S targets")
-@click.option("--batch", type=int, default=None,
+@click.option("--batch", type=POSITIVE_INT, default=None,
               help="windows per forward (default 1 on CPU, 32 on CUDA); never changes results")
-@click.option("--max-tokens", type=int, default=None, help="score only the first N tokens")
+@click.option("--max-tokens", type=click.IntRange(min=2), default=None,
+              help="score only the first N tokens")
 @click.option("--doc-isolation", is_flag=True, help="attention never crosses a BOS")
 @click.option("--model", "model_spec", default=None,
               help="the model to build: module:factory, or PATH/train_gpt.py:GPT (a "
@@ -58,14 +60,15 @@ def result_line(report: dict) -> str:
               "sidecars sit beside the data")
 @click.option("--compile/--no-compile", "compile_model", default=None,
               help="torch.compile the model body (default: on for CUDA, off for CPU)")
-@click.option("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+@click.option("--threads", type=POSITIVE_INT, default=None,
+              help="CPU threads of this process (default: its share of the cores)")
 @click.option("--force", is_flag=True,
               help="score despite a tokenizer hash mismatch; overwrite --per-token")
 @click.option("--ttt", type=click.Choice(["lora", "sgd", "phased"]), default=None,
               help="then score again with score-first test-time training (--mode is the "
                    "pre-TTT reference; see docs/ttt.md)")
 @ttt_options
-@click.option("--eval-budget", type=float, default=None, metavar="SECONDS",
+@click.option("--eval-budget", type=POSITIVE_FLOAT, default=None, metavar="SECONDS",
               help="exit 1 when the whole evaluation (loading, warm-up, scoring, TTT) takes "
                    "longer, e.g. 600")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
@@ -82,12 +85,10 @@ def score(artifact, checkpoint, config, data, tokenizer, mode, seq_len, stride, 
     ttt_opts = pop_ttt_options(ttt_flags)
     if ttt is None:
         refuse_stray_ttt_flags(ttt_opts, "--ttt lora, sgd or phased")
-    if eval_budget is not None and eval_budget <= 0:
-        raise GolfError("--eval-budget must be a positive number of seconds")
     if threads:
-        import torch
+        from golfpack.threads import apply_thread_defaults
 
-        torch.set_num_threads(threads)
+        apply_thread_defaults(threads)
     report = evaluate(artifact=artifact, checkpoint=checkpoint, data=data,
                       tokenizer=tokenizer, mode=mode, seq_len=seq_len, stride=stride,
                       batch=batch, max_tokens=max_tokens, doc_isolation=doc_isolation,
@@ -156,8 +157,10 @@ def _check_budget(report: dict) -> None:
               help="sentencepiece .model")
 @click.option("--docs", required=True, type=click.Path(dir_okay=False),
               help='JSONL documents, one {"text": ...} per line')
-@click.option("--max-docs", type=int, default=None, help="check only the first N documents")
-@click.option("--show", default=20, show_default=True, help="mismatches to list")
+@click.option("--max-docs", type=POSITIVE_INT, default=None,
+              help="check only the first N documents")
+@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True,
+              help="mismatches to list")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def bytes_cmd(tokenizer, docs, max_docs, show, as_json):
     """Check the tokenizer's byte tables against the text: per document, the bytes the

@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from golfeval.data import shards, tokenizer
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, OutputError
 
 DEFAULT_SHARD_TOKENS = 100_000_000
+DEFAULT_VAL_DOCS = 50_000
 
 
 @dataclass
@@ -24,6 +25,7 @@ class BuildSummary:
     vocab_size: int = 0
     tokenizer_sha256: str = ""
     files: list[str] = field(default_factory=list)
+    corpora: list[dict] = field(default_factory=list)  # path, docs read, split (val/docs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,15 +85,35 @@ class _ShardWriter:
         return self.files
 
 
-def build(tokenizer_path, docs_path, out_dir, val_docs: int = 50_000,
+def build(tokenizer_path, docs, out_dir, *, val_docs: int | None = None, val=(),
           shard_tokens: int = DEFAULT_SHARD_TOKENS, force: bool = False,
           batch_docs: int = 512, workers: int | None = None, progress: bool = False,
           max_docs: int | None = None) -> BuildSummary:
-    """Tokenize `docs_path` into shards under `out_dir`; return what was written."""
+    """Tokenize corpora into shards under `out_dir`; return what was written.
+
+    `docs` is one JSONL path or a sequence of them, read in order as one stream of
+    documents. Validation holds every document of the `val` corpora (read first), then the
+    first `val_docs` documents of `docs` (default: 50,000 without `val`, 0 with it).
+    `max_docs` caps the documents read in all.
+    """
+    docs_paths, val_paths = _paths(docs), _paths(val)
+    if not docs_paths and not val_paths:
+        raise GolfError("no corpus to build from")
+    seen: set[str] = set()
+    for path in val_paths + docs_paths:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise GolfError(f"corpus {path} is given twice: its documents would be counted "
+                            "twice (and could sit in both splits)")
+        seen.add(key)
+    if val_docs is None:
+        val_docs = 0 if val_paths else DEFAULT_VAL_DOCS
     if shard_tokens <= 0:
-        raise GolfError("--shard-tokens must be positive")
+        raise GolfError("shard tokens must be positive")
     if val_docs < 0:
-        raise GolfError("--val-docs must be >= 0")
+        raise GolfError("validation documents must be >= 0")
+    if workers is not None and workers < 1:
+        raise GolfError("encoding workers must be >= 1")
     sp = tokenizer.load(tokenizer_path)
     vocab = sp.vocab_size()
     if vocab > 0xFFFF + 1:
@@ -101,10 +123,17 @@ def build(tokenizer_path, docs_path, out_dir, val_docs: int = 50_000,
         raise GolfError(f"{out_dir} is not empty; pass --force to write into it")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise GolfError(f"{out_dir} exists and is not a directory")
-    if not os.path.isfile(docs_path):
-        raise GolfError(f"{docs_path}: no such file")
-    os.makedirs(out_dir, exist_ok=True)
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    for path in val_paths + docs_paths:
+        if not os.path.isfile(path):
+            raise GolfError(f"{path}: no such file")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+    if workers is None:  # this process's share of the (idle) cores, as torch gets
+        from golfpack.threads import default_threads
+
+        workers = min(8, default_threads())
 
     summary = BuildSummary(vocab_size=vocab, tokenizer_sha256=tokenizer.file_sha256(tokenizer_path))
     writers = {s: _ShardWriter(out_dir, s, shard_tokens, force) for s in ("val", "train")}
@@ -112,20 +141,21 @@ def build(tokenizer_path, docs_path, out_dir, val_docs: int = 50_000,
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=os.path.getsize(docs_path), unit="B", unit_scale=True,
-                   desc="encoding", leave=False)
+        total = sum(os.path.getsize(p) for p in val_paths + docs_paths)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="encoding", leave=False,
+                   disable=None)  # quiet when stderr is not a terminal
 
-    batch: list[str] = []
+    batch: list[tuple[str, bool]] = []  # (text, goes to validation)
     n_docs = 0
 
     def flush_batch():
         nonlocal n_docs
-        encoded = sp.encode(batch, out_type=int, num_threads=workers)
-        for ids in encoded:
+        encoded = sp.encode([t for t, _ in batch], out_type=int, num_threads=workers)
+        for ids, (_, is_val) in zip(encoded, batch, strict=True):
             arr = np.empty(len(ids) + 1, dtype=np.uint16)
             arr[0] = tokenizer.BOS_ID
             arr[1:] = ids
-            if n_docs < val_docs:
+            if is_val:
                 writers["val"].add(arr)
                 summary.val_docs += 1
                 summary.val_tokens += arr.size
@@ -135,20 +165,42 @@ def build(tokenizer_path, docs_path, out_dir, val_docs: int = 50_000,
                 summary.train_tokens += arr.size
             n_docs += 1
         if bar is not None:
-            bar.update(sum(len(t.encode("utf-8")) + 13 for t in batch))
+            bar.update(sum(len(t.encode("utf-8")) + 13 for t, _ in batch))
         batch.clear()
 
-    for _, text in read_jsonl_texts(docs_path):
-        batch.append(text)
-        if len(batch) >= batch_docs:
-            flush_batch()
-        if max_docs is not None and n_docs + len(batch) >= max_docs:
-            break
+    read = 0
+    from_docs = 0  # documents of `docs` seen so far (the first val_docs go to validation)
+    for path, is_val_corpus in [(p, True) for p in val_paths] + [(p, False) for p in docs_paths]:
+        count = 0
+        for _, text in read_jsonl_texts(path):
+            if max_docs is not None and read >= max_docs:
+                break
+            if is_val_corpus:
+                is_val = True
+            else:
+                is_val = from_docs < val_docs
+                from_docs += 1
+            batch.append((text, is_val))
+            read += 1
+            count += 1
+            if len(batch) >= batch_docs:
+                flush_batch()
+        summary.corpora.append({"path": path, "docs": count,
+                                "split": "val" if is_val_corpus else "docs"})
     if batch:
         flush_batch()
     if bar is not None:
         bar.close()
     if n_docs == 0:
-        raise GolfError(f"{docs_path}: no documents")
+        raise GolfError(f"{', '.join(val_paths + docs_paths)}: no documents")
     summary.files = writers["val"].close() + writers["train"].close()
     return summary
+
+
+def _paths(value) -> list[str]:
+    """One path or a sequence of paths, as strings."""
+    if value is None:
+        return []
+    if isinstance(value, str | os.PathLike):
+        return [os.fspath(value)]
+    return [os.fspath(v) for v in value]

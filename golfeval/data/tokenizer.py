@@ -32,10 +32,15 @@ def load(path):
 
 
 def file_sha256(path) -> str:
+    """sha256 of the file's bytes; TokenizerError when it cannot be read."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise TokenizerError(f"{os.fspath(path)}: cannot read the tokenizer file "
+                             f"({exc.strerror or exc})") from None
     return h.hexdigest()
 
 

@@ -419,5 +419,6 @@ def read_tree(root, progress: bool = False) -> list[RecordFolder]:
     if progress and len(folders) > 1:
         from tqdm import tqdm
 
-        folders = tqdm(folders, desc="record folders", unit="folder", leave=False)
+        folders = tqdm(folders, desc="record folders", unit="folder", leave=False,
+                       disable=None)
     return [read_folder(f) for f in folders]

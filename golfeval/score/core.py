@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from golfeval.score import distributed
 from golfeval.score.windows import WindowPlan, flat_plan, sliding_plan
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, NonFiniteError
 
 LN2 = math.log(2.0)
 MODES = ("flat", "sliding")
@@ -92,7 +92,7 @@ def make_plan(n_tokens: int, mode: str = "sliding", seq_len: int = 1024,
         raise GolfError(str(exc)) from None
 
 
-def score_tokens(model, tokens: np.ndarray, target_bytes: np.ndarray, mode: str = "sliding",
+def score_tokens(model, tokens: np.ndarray, target_bytes: np.ndarray, *, mode: str = "sliding",
                  seq_len: int = 1024, stride: int = 64, batch: int = 32,
                  doc_isolation: bool = False, device="cpu", rank: int = 0, world: int = 1,
                  per_token: bool = False, progress: bool = False, bos_id: int = 1,
@@ -144,7 +144,7 @@ def _batches(plan: WindowPlan, batch: int):
         i = j
 
 
-def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.ndarray,
+def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.ndarray, *,
                   batch: int = 32, doc_isolation: bool = False, device="cpu", rank: int = 0,
                   world: int = 1, per_token: bool = False, progress: bool = False,
                   bos_id: int = 1, amp: bool | None = None) -> ScoreResult:
@@ -176,13 +176,15 @@ def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.
     counts = counts[keep]
     nats_out = np.full(plan.n_targets, np.nan) if per_token else None
     window_sums: list[float] = []
+    first_bad = -1  # first target whose loss is NaN/inf (a broken model: never a score)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         where = f", rank 0 of {world}" if world > 1 else ""
         bar = tqdm(total=int(counts.sum()), unit="tok", unit_scale=True, leave=False,
-                   desc=f"scoring ({plan.mode}{where})", dynamic_ncols=True)
+                   desc=f"scoring ({plan.mode}{where})", dynamic_ncols=True,
+                   disable=None)  # quiet when stderr is not a terminal
     t0 = time.perf_counter()
     with torch.inference_mode():
         for lo, hi in _batches(local, batch):
@@ -200,6 +202,11 @@ def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.
                 mask = document_mask(idx, bos_id) if doc_isolation else None
                 logits = scored_logits(model, idx, r_t, c_t, mask)
             nats = F.cross_entropy(logits.double(), targets, reduction="none").cpu().numpy()
+            bad = ~np.isfinite(nats)
+            if bad.any():
+                # stop here, but still meet the other ranks at the all-reduce below
+                first_bad = int((starts[rows] + cols)[np.argmax(bad)])
+                break
             bounds = np.concatenate(([0], np.cumsum(cnt)[:-1]))
             window_sums.extend(np.add.reduceat(nats, bounds).tolist())
             if nats_out is not None:
@@ -216,10 +223,22 @@ def score_windows(model, tokens: np.ndarray, plan: WindowPlan, target_bytes: np.
     sums = [math.fsum(window_sums), nbytes, int(counts.sum()), len(local)]
     ranks = 1
     if world > 1 and distributed.active_world() == world:
-        sums = distributed.all_reduce_sum(sums).tolist()
+        # one slot per rank carries its first non-finite target (+1; 0 = none): ranks hold
+        # contiguous slices in order, so the first non-zero slot is the global first
+        slots = np.zeros(world)
+        slots[rank] = first_bad + 1
+        reduced = distributed.all_reduce_sum([*sums, *slots])
+        sums, slots = reduced[:4].tolist(), reduced[4:]
+        hits = slots[slots > 0]
+        first_bad = int(hits[0]) - 1 if hits.size else -1
         ranks = world
-        if nats_out is not None:
+        if nats_out is not None and first_bad < 0:
             nats_out = distributed.merge_scored(nats_out)
+    if first_bad >= 0:
+        raise NonFiniteError(
+            f"the model's loss is not finite (NaN or inf) at target position {first_bad:,} "
+            f"(token id {int(tokens[first_bad + 1])}): the weights or the model are broken; "
+            "no score is reported")
     expect = plan.scored_tokens if ranks == world else int(counts.sum())
     if int(sums[2]) != expect:
         raise GolfError(f"internal: scored {int(sums[2])} targets, the plan has {expect}")

@@ -5,11 +5,12 @@ return the report. The CLI only parses options and prints."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import time
 
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, NonFiniteError
 
 
 def default_batch(device_type: str) -> int:
@@ -158,6 +159,9 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
             report.update(ttt_mod.report_fields(pre=report, post=result, settings=ttt))
         clock.lap("ttt_s")
         # --- end test-time training ---
+        for key in ("val_loss", "val_bpb"):  # the last guard: a NaN is never a score
+            if not math.isfinite(report[key]):
+                raise NonFiniteError(f"{key} is {report[key]}: the model's loss is not finite")
         report.update(clock.report(ctx.world, eval_budget))
         if per_token_path is not None and ctx.is_main:
             _write_per_token(per_token_path, result.per_token_nats, target_bytes, force)

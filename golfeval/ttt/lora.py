@@ -315,7 +315,7 @@ def _progress(on: bool, total: int, adapt: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="tok", unit_scale=True, dynamic_ncols=True,
-                desc="LoRA TTT" if adapt else "doc chunks")
+                desc="LoRA TTT" if adapt else "doc chunks", disable=None)
 
 
 def result_from_tally(tally: Tally, seconds: float, windows: int, world: int) -> ScoreResult:

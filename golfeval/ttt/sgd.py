@@ -187,7 +187,7 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
         from tqdm import tqdm
 
         bar = tqdm(total=n_targets, unit="tok", unit_scale=True, dynamic_ncols=True,
-                   desc="SGD TTT" if adapt else "chunked sliding")
+                   desc="SGD TTT" if adapt else "chunked sliding", disable=None)
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "SGD evaluation"):
         try:

@@ -1,16 +1,20 @@
 """Shared plumbing for the three click CLIs: lazily loaded subcommands (so `golfeval logs`
-never pays for importing torch) and one-line errors with the project's exit codes."""
+never pays for importing torch), per-process thread defaults, one-line errors with the
+project's exit codes for its declared errors (GolfError), strict JSON, and option types that
+refuse what would otherwise fall back silently (NaN claims, empty specs)."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 
 import click
 
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, NonFiniteError
+from golfpack.threads import apply_thread_defaults
 
 
 class LazyGroup(click.Group):
@@ -33,22 +37,78 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx):
+        # before any subcommand module (and so torch) is imported: OMP reads its env once
+        apply_thread_defaults()
         try:
             return super().invoke(ctx)
         except GolfError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except (OSError, ValueError) as exc:
-            # Unexpected-but-input-shaped failures still get one line, not a traceback.
+            # Only the project's declared errors become one line; anything else is a bug
+            # and keeps its traceback.
             if os.environ.get("GOLF_DEBUG"):
                 raise
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
 
 
-def emit_json(obj) -> None:
-    """Print a JSON document (the `--json` output of every command that reports numbers)."""
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+def emit_json(obj, non_finite: str = "error") -> None:
+    """Print a strict JSON document (the `--json` output of every command that reports
+    numbers). NaN and infinity are not JSON. A computed result holding one is an error
+    naming the key (`non_finite="error"`), never a document other parsers reject; numbers
+    read from other people's files (a record log saying `val_bpb:nan`) are printed as null
+    (`non_finite="null"`)."""
+    if non_finite == "null":
+        obj = _nulled(obj)
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default,
+                          allow_nan=False)
+    except ValueError:
+        where = first_non_finite(obj)
+        raise NonFiniteError(f"the result is not finite: {where or 'a value'} is "
+                             "NaN or infinite") from None
+    click.echo(text)
+
+
+def _nulled(obj):
+    """`obj` with every NaN/inf float (numpy ones included) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _nulled(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nulled(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.floating | np.ndarray):
+            return _nulled(_json_default(obj))
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
+
+
+def first_non_finite(obj, path: str = "") -> str | None:
+    """The JSON path (e.g. `runs[2].val_bpb`) of the first NaN/inf float in `obj`, or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (path or "the value")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            hit = first_non_finite(v, f"{path}.{k}" if path else str(k))
+            if hit:
+                return hit
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            hit = first_non_finite(v, f"{path}[{i}]")
+            if hit:
+                return hit
+    else:
+        try:
+            import numpy as np
+
+            if isinstance(obj, np.floating | np.ndarray):
+                return first_non_finite(_json_default(obj), path)
+        except ImportError:  # pragma: no cover
+            pass
+    return None
 
 
 def _json_default(o):
@@ -64,3 +124,51 @@ def _json_default(o):
     if isinstance(o, os.PathLike):
         return os.fspath(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class FiniteFloat(click.ParamType):
+    """A float option that refuses nan and inf (click.FLOAT accepts both), optionally
+    within bounds (`open_low` / `open_high` exclude the bound itself)."""
+
+    name = "float"
+
+    def __init__(self, low: float | None = None, high: float | None = None,
+                 open_low: bool = False, open_high: bool = False):
+        self.low, self.high, self.open_low, self.open_high = low, high, open_low, open_high
+
+    def convert(self, value, param, ctx):
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(f):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        lo, hi = self.low, self.high
+        if lo is not None and (f < lo or (self.open_low and f == lo)):
+            self.fail(f"{value!r} must be {'>' if self.open_low else '>='} {lo:g}", param, ctx)
+        if hi is not None and (f > hi or (self.open_high and f == hi)):
+            self.fail(f"{value!r} must be {'<' if self.open_high else '<='} {hi:g}", param, ctx)
+        return f
+
+
+FINITE_FLOAT = FiniteFloat()
+NON_NEGATIVE_FLOAT = FiniteFloat(low=0.0)
+POSITIVE_FLOAT = FiniteFloat(low=0.0, open_low=True)
+PROBABILITY = FiniteFloat(low=0.0, high=1.0, open_low=True, open_high=True)
+POSITIVE_INT = click.IntRange(min=1)
+
+
+class NonEmptySpec(click.ParamType):
+    """A string option that must say something: '' or only separators (e.g. ';;;') would
+    otherwise fall back to the default without a word."""
+
+    name = "text"
+
+    def __init__(self, separators: str = ";"):
+        self.separators = separators
+
+    def convert(self, value, param, ctx):
+        text = str(value)
+        if not text.strip(self.separators + " \t\n"):
+            self.fail(f"{text!r} is empty; omit the option to get the default", param, ctx)
+        return text

@@ -6,10 +6,10 @@ from __future__ import annotations
 import click
 
 from golfpack.cli.hessian import hessian_options, hessian_requested, print_fit  # issue 4
-from golfpack.cli.kit import emit_json
-from golfpack.cli.report import code_options, max_params_option, print_report, progress_bar
+from golfpack.cli.kit import NonEmptySpec, emit_json
+from golfpack.cli.report import code_options, max_params_option, print_report
 from golfpack.format.codecs import CHOICES
-from golfpack.quant.scheme import DEFAULT_SPEC
+from golfpack.quant.scheme import DEFAULT_PASSTHROUGH, DEFAULT_SPEC
 
 _SCHEME_HELP = (f"Scheme spec: PATTERN=SCHEME rules separated by ';', first match wins; "
                 f"unmatched tensors fall back to the default '{DEFAULT_SPEC}'. Schemes: "
@@ -20,7 +20,7 @@ _SCHEME_HELP = (f"Scheme spec: PATTERN=SCHEME rules separated by ';', first matc
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Artifact file to write.")
-@click.option("--scheme", "scheme_spec", default=None, help=_SCHEME_HELP)
+@click.option("--scheme", "scheme_spec", type=NonEmptySpec(), default=None, help=_SCHEME_HELP)
 @click.option("--codec", type=click.Choice(CHOICES), default="auto", show_default=True,
               help="Codec for every stream; auto picks the smallest per stream, net of the "
                    "decoder code each codec adds (counted unless --no-decoder).")
@@ -56,15 +56,11 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
             allow_over=allow_over, force=force, progress=not as_json,
             decoder=not no_decoder, **hessian)
     else:
-        step, bar = progress_bar(not as_json, desc="compress")
-        try:
-            report = compress_checkpoint(checkpoint, output, scheme_spec, codec, code_files,
-                                         code_mode, tokenizer, budget, force, allow_over,
-                                         config_path, step, model_spec, trust_arch,
-                                         not no_decoder)
-        finally:
-            if bar is not None:
-                bar.close()
+        report = compress_checkpoint(
+            checkpoint, output, scheme_spec=scheme_spec, codec=codec, code_files=code_files,
+            code_mode=code_mode, tokenizer=tokenizer, budget=budget, force=force,
+            allow_over=allow_over, config=config_path, progress=not as_json,
+            model_spec=model_spec, trust_arch=trust_arch, decoder=not no_decoder)
     if as_json:
         emit_json(report)
     else:
@@ -73,15 +69,31 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
         click.echo(f"wrote {output}")
         for note in report.get("notes") or []:  # in --json: report["notes"]
             click.echo(f"note: {note}", err=True)
-    kept = report.get("kept_by_passthrough") or []
-    if kept:
-        click.echo(f"note: {len(kept)} tensor(s) named by --scheme (e.g. {kept[0]}) stay in "
-                   "float under the default passthrough (@control=fp32;@small=fp16); a spec "
-                   "with an @ rule of its own, e.g. '@control=fp32;*=int6', quantizes them",
-                   err=True)
+    _note_kept_in_float(report)
     if report.get("over_budget"):
         click.echo(f"warning: over budget by {-report['headroom']:,} bytes (kept: --allow-over)",
                    err=True)
+
+
+def _note_kept_in_float(report: dict) -> None:
+    """Say which built-in rule kept matrices in float, when one did: on a small model the
+    default @small=fp16 keeps every matrix fp16, which nothing else in the output explains."""
+    kept = report.get("kept_in_float") or {}
+    if not kept:
+        return
+    named = set(report.get("kept_by_passthrough") or [])
+    params = {t["name"]: t["params"] for t in report.get("tensors", [])}
+    total = sum(params.values()) or 1
+    by_rule: dict[str, list[str]] = {}
+    for name, rule in kept.items():
+        by_rule.setdefault(rule, []).append(name)
+    for rule, names in by_rule.items():
+        share = sum(params.get(n, 0) for n in names) / total
+        whose = "named by --scheme " if named.issuperset(names) else ""
+        click.echo(f"note: {len(names)} matrices {whose}(e.g. {names[0]}; {share:.0%} of the "
+                   f"params) stay in float under the default passthrough rule {rule} "
+                   f"(the built-in {DEFAULT_PASSTHROUGH}); a spec with an @ rule of its own, "
+                   "e.g. '@control=fp32;*=int6:gptq-lite', quantizes them", err=True)
 
 
 @click.command("unpack")
@@ -105,7 +117,7 @@ def unpack_cmd(artifact, output, max_params, force, as_json):
 
 @click.command("bench")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--scheme", "scheme_spec", default=None, help=_SCHEME_HELP)
+@click.option("--scheme", "scheme_spec", type=NonEmptySpec(), default=None, help=_SCHEME_HELP)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Model config JSON (needed for plain torch.save state dicts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -116,12 +128,8 @@ def bench_cmd(checkpoint, scheme_spec, config_path, as_json):
     """
     from golfpack.compress import bench_checkpoint
 
-    step, bar = progress_bar(not as_json, desc="bench")
-    try:
-        out = bench_checkpoint(checkpoint, scheme_spec, config_path, step)
-    finally:
-        if bar is not None:
-            bar.close()
+    out = bench_checkpoint(checkpoint, scheme_spec=scheme_spec, config=config_path,
+                           progress=not as_json)
     if as_json:
         emit_json(out)
         return

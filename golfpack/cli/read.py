@@ -32,8 +32,8 @@ def inspect_cmd(artifact, code_files, code_mode, budget, no_decoder, max_params,
 
         refuse_same_file(artifact, plot)
         refuse_existing(plot, force)
-    report = inspect_artifact(artifact, code_files, code_mode, budget,
-                              decoder=not no_decoder, max_params=max_params)
+    report = inspect_artifact(artifact, code_files=code_files, code_mode=code_mode,
+                              budget=budget, decoder=not no_decoder, max_params=max_params)
     if plot:
         from golfpack.cli.plot import plot_report
 

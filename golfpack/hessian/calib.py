@@ -138,7 +138,8 @@ def collect_hessians(model: nn.Module, batches, autocast: bool | None = None,
     n_batches = 0
     try:
         with torch.no_grad(), _autocast(device, autocast):
-            for batch in tqdm(batches, desc="calibrate", unit="batch", disable=not progress):
+            for batch in tqdm(batches, desc="calibrate", unit="batch",
+                              disable=None if progress else True):
                 acc.reset_batch()
                 model(batch.to(device))
                 n_batches += 1
@@ -207,7 +208,7 @@ def generate_batches(model: nn.Module, n_batches: int, batch_tokens: int, seq_le
     try:
         with torch.no_grad(), _autocast(device, autocast):
             for _ in tqdm(range(n_batches), desc="generate", unit="batch",
-                          disable=not progress):
+                          disable=None if progress else True):
                 idx = torch.full((rows, 1), bos_id, dtype=torch.long, device=device)
                 for _step in range(seq_len - 1):
                     logits = _next_token_logits(model, idx).cpu()

@@ -103,7 +103,7 @@ def measure_options(weights: dict[str, torch.Tensor], preps: dict[str, gptq.Prep
     from tqdm import tqdm
 
     out: dict[str, TensorChoices] = {}
-    for group in tqdm(groups, desc="fit: candidates", unit="H", disable=not progress):
+    for group in tqdm(groups, desc="fit: candidates", unit="H", disable=None if progress else True):
         names = [n for n in group if n in weights]
         if not names:
             continue

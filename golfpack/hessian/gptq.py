@@ -327,7 +327,7 @@ def quantize_model(state_dict: dict[str, torch.Tensor], hessians, spec: str | No
                 and state_dict[n].dim() == 2 and state_dict[n].is_floating_point()}
     preps = prepare_all(hessians, damp, act_order)
     results: dict[str, GPTQResult] = {}
-    for group in tqdm(hessians.groups, desc="gptq", unit="H", disable=not progress):
+    for group in tqdm(hessians.groups, desc="gptq", unit="H", disable=None if progress else True):
         names = [n for n in group if n in eligible]
         if names:
             results.update(quantize_group({n: state_dict[n] for n in names},

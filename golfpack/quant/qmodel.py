@@ -194,7 +194,7 @@ def single_thread():
 
 def quantize_state_dict(state_dict: Mapping[str, torch.Tensor], spec: str | None = None,
                         schemes: Mapping[str, Scheme | str] | None = None,
-                        progress: Callable[[str], None] | None = None) -> QuantizedModel:
+                        on_step: Callable[[str], None] | None = None) -> QuantizedModel:
     """Quantize every tensor; `schemes` (name -> Scheme) overrides the spec per tensor."""
     for name, t in state_dict.items():
         if not isinstance(t, torch.Tensor):
@@ -209,7 +209,7 @@ def quantize_state_dict(state_dict: Mapping[str, torch.Tensor], spec: str | None
     entries = []
     with single_thread():
         for name, t in state_dict.items():
-            if progress:
-                progress(name)
+            if on_step:
+                on_step(name)
             entries.append(quant_entry(name, t, chosen[name]))
     return QuantizedModel(entries)

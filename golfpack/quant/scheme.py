@@ -80,8 +80,11 @@ def parse_rules(spec: str | None, user: bool = True) -> list[Rule]:
 
 
 def effective_rules(spec: str | None) -> list[Rule]:
-    """The full rule list a spec stands for (see the module docstring)."""
+    """The full rule list a spec stands for (see the module docstring). None means the
+    default; a spec given but holding no rule ('' or ';;;') is refused, never read as it."""
     user = parse_rules(spec)
+    if spec is not None and not user:
+        raise SchemeError(f"scheme spec {spec!r} holds no rule (give none for the default)")
     head = [] if any(r.pattern.startswith("@") for r in user) else \
         parse_rules(DEFAULT_PASSTHROUGH, user=False)
     return head + user + parse_rules(DEFAULT_CATCHALL, user=False)
@@ -130,6 +133,26 @@ def kept_by_passthrough(spec: str | None, tensors: Mapping[str, tuple[str, int]]
                 r.user and not r.pattern.startswith("@") and r.matches(name, numel)
                 for r in rules):
             out.append(name)
+    return out
+
+
+def kept_in_float(spec: str | None, tensors: Mapping[str, tuple[str, int]]) -> dict[str, str]:
+    """Float tensors that a later rule would quantize but that a built-in passthrough rule
+    keeps in float first, mapped to that rule (e.g. '@small=fp16'): under the default spec
+    the tiny model's matrices (all <= 65,536 elements) stay fp16 and the artifact is twice
+    the size one expects. Covers the default catch-all as well as the user's own rules
+    (kept_by_passthrough); callers pass the tensors for which this is a surprise."""
+    rules = effective_rules(spec)
+    out = {}
+    for name, (dtype, numel) in tensors.items():
+        if dtype not in FLOAT_DTYPES:
+            continue
+        hits = [r for r in rules if r.matches(name, numel)]
+        # control tensors (scales, mixes, gains) in float surprise no one: not reported
+        if hits and not hits[0].user and hits[0].pattern.startswith("@small") and \
+                hits[0].scheme.kind != "int" and any(
+                    r.scheme.kind == "int" and not r.pattern.startswith("@") for r in hits[1:]):
+            out[name] = str(hits[0])
     return out
 
 

@@ -71,7 +71,6 @@ def test_a_leaky_mode_fails_with_exit_1(checkpoint, tiny_shards, tiny_tokenizer,
     (["--mode", "lora", "--ttt-epochs", "2"], "epochs do not apply to lora"),
     (["--mode", "sgd", "--ttt-rank", "2"], "do not apply to sgd"),
     (["--mode", "lora", "--ttt-chunk", "32", "--ttt-targets", "q,zz"], "unknown LoRA target"),
-    (["--mode", "flat", "--positions", "0"], "--positions must be at least 1"),
 ])
 def test_bad_options_are_one_line_errors(checkpoint, tiny_shards, tiny_tokenizer, args, msg):
     r = _run(checkpoint, tiny_shards, tiny_tokenizer, *args)

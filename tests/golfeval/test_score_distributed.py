@@ -21,6 +21,7 @@ def ckpt(tmp_path_factory):
     return saved_gpt(tmp_path_factory.mktemp("dist") / "tiny.safetensors", 1, model_dim=64)
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_equal_one(ckpt, tiny_shards, tiny_tokenizer, tmp_path):
     n, out = 2500, tmp_path / "two.npz"
     args = ["--checkpoint", str(ckpt), "--data", str(tiny_shards), "--tokenizer",

@@ -11,6 +11,7 @@ from golfpack.compress import inspect_artifact
 from trainer.cli.demo import check_summary, render, run_demo
 
 
+@pytest.mark.slow
 def test_demo_quick_pipeline(tmp_path, monkeypatch):
     monkeypatch.delenv("GOLF_DATA", raising=False)
     s = run_demo(str(tmp_path / "demo"), quick=True, quiet=True)

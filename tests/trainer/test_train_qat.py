@@ -37,6 +37,7 @@ def test_qat_forward_is_the_exported_grid_and_gradient_is_straight_through():
     assert lin.weight_transform is None and m.head_weight_transform is None
 
 
+@pytest.mark.slow  # compiling costs ~7 s on 2 busy cores
 @pytest.mark.parametrize("device, backend", [
     ("cpu", "aot_eager"),
     pytest.param("cuda", "inductor", marks=pytest.mark.skipif(

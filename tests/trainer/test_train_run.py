@@ -66,6 +66,7 @@ def _run_cli(args, env_extra=None, torchrun=0):
                           cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_log_parses_back(c4_data, tmp_path):
     pytest.importorskip("golfpack.compress", reason="golfpack.compress is not written yet")
     data, tok = c4_data
@@ -99,6 +100,7 @@ def test_loss_falls_and_the_log_parses_back(c4_data, tmp_path):
     assert flat and flat[0].val_bpb == pytest.approx(res.final["flat"]["val_bpb"], abs=1e-8)
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_bit_exact(c4_data, tmp_path):
     """Kill at step 8 (last checkpoint: step 6, after QAT switched on at step 5), resume, and
     end with the same bits as an uninterrupted run. The killed run also does 2 compile
@@ -124,6 +126,7 @@ def test_sigkilled_run_resumes_bit_exact(c4_data, tmp_path):
     assert summary["train_losses"] == ref.train_losses
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(c4_data, tmp_path):
     data, tok = c4_data
     sets = QUICK + ["iterations=4", "checkpoint_every=0", "device=cpu"]

@@ -272,7 +272,9 @@ def main(out, quick, force, as_json):
     s = run_demo(out, quick=quick, force=force, quiet=False)
     check_summary(s)
     if as_json:
-        click.echo(json.dumps(s, indent=1))
+        from golfpack.cli.kit import emit_json
+
+        emit_json(s)  # strict JSON, as every --json
     else:
         click.echo(render(s))
 
