@@ -168,7 +168,7 @@ from golfpack.compress import compress_state_dict
 
 g = torch.Generator().manual_seed(0)
 sd = {"a.weight": torch.randn(32, 64, generator=g), "a.bias": torch.randn(32, generator=g)}
-data, rep = compress_state_dict(sd, {"d": 1}, "@control=fp32;*.bias=fp16;*=int6")
+data, rep = compress_state_dict(sd, {"d": 1}, scheme_spec="@control=fp32;*.bias=fp16;*=int6")
 print(len(data), rep["decoder_bytes"], rep["total_bytes"])
 '''
 

@@ -354,7 +354,7 @@ def test_codec_auto_is_net_of_decoder_cost(mode):
     gross, _ = encode_artifact(quantize_state_dict(sd, SPEC6), {}, codec="auto")
     gross_feats = gd.features_of(parse_artifact(gross))
     assert "ans" in gross_feats  # by itself ans is the smallest here...
-    data, rep = compress_state_dict(sd, {}, SPEC6, code_mode=mode)
+    data, rep = compress_state_dict(sd, {}, scheme_spec=SPEC6, code_mode=mode)
     net = rep["codec_savings"]
     assert net["ans"]["kept"] is False and net["ans"]["net"] < 0  # ...but not net of its code
     assert all(v["net"] is None or v["net"] >= 0 for v in net.values() if v["kept"])
