@@ -84,8 +84,8 @@ def check_out_dir(out_dir: str, resume: bool, force: bool) -> bool:
     existing = [n for n in OUTPUT_NAMES if os.path.exists(os.path.join(out_dir, n))]
     existing += [os.path.basename(p) for _, p in ckpt.list_checkpoints(out_dir)]
     if existing and not resume and not force:
-        raise GolfError(f"{out_dir} already holds a run ({existing[0]}); pass --resume to "
-                        "continue it or --force to start over")
+        raise GolfError(f"{out_dir} already holds a run ({existing[0]}); pass `resume=True` to "
+                        "continue it or `force=True` to start over", param=("resume", "force"))
     return bool(existing)
 
 
