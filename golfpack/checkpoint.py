@@ -100,7 +100,8 @@ def _load_safetensors(path, config):
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
     if config is None:
         if _META_KEY not in meta:
-            raise CheckpointError(f"{path}: no model config in the checkpoint; pass --config")
+            raise CheckpointError(f"{path}: no model config in the checkpoint; pass `config`",
+                                  param="config")
         try:
             config = json.loads(meta[_META_KEY])
         except json.JSONDecodeError as exc:

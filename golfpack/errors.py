@@ -3,9 +3,36 @@
 
 class GolfError(Exception):
     """Base of every expected failure. `exit_code` follows the CLI convention:
-    1 = a check failed (over budget, not significant, audit FAIL), 2 = usage or input error."""
+    1 = a check failed (over budget, not significant, audit FAIL), 2 = usage or input error.
+
+    The message speaks library terms: a parameter is named by its Python keyword in
+    backticks ("`max_tokens` must be at least 2", "pass `force=True` to overwrite it"),
+    never by a CLI flag, and `param` lists the keywords it names. A CLI writes those as
+    its own flags (golfpack.cli.kit), so the command line reads --max-tokens / --force."""
 
     exit_code = 2
+
+    def __init__(self, *args, param: str | tuple[str, ...] | list[str] | None = None):
+        super().__init__(*args)
+        self.params = _param_names(param)
+
+
+class Note(str):
+    """A warning line for the user that names parameters (`params`) of the library call, as
+    GolfError messages do; the CLIs print it with their flags in their place."""
+
+    params: tuple[str, ...]
+
+    def __new__(cls, text: str, param: str | tuple[str, ...] | list[str] | None = None):
+        note = super().__new__(cls, text)
+        note.params = _param_names(param)
+        return note
+
+
+def _param_names(param) -> tuple[str, ...]:
+    if param is None:
+        return ()
+    return (param,) if isinstance(param, str) else tuple(param)
 
 
 def read_file(path, what: str, error: type[GolfError] = GolfError) -> bytes:

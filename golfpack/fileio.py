@@ -12,7 +12,8 @@ from golfpack.errors import GolfError, OutputError
 def refuse_existing(path, force: bool) -> None:
     """An existing output is kept unless the user asked to overwrite it."""
     if os.path.exists(path) and not force:
-        raise GolfError(f"{os.fspath(path)} exists; pass --force to overwrite it")
+        raise GolfError(f"{os.fspath(path)} exists; pass `force=True` to overwrite it",
+                        param="force")
 
 
 def refuse_same_file(inp, out) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,56 @@ def test_no_import_cycles():
         if m not in state:
             visit(m, [m])
     assert not cycle, "import cycles:\n" + "\n".join(cycle)
+
+
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+LIBRARY = ("golfpack", "golfeval", "trainer")
+
+
+def _library_modules():
+    for package in LIBRARY:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if "cli" not in rel.parts and path.name != "__main__.py":
+                yield path
+
+
+def _message_texts(node) -> list[str]:
+    """The string pieces of everything inside `node` (f-string parts included)."""
+    return [n.value for n in ast.walk(node)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def _flags_in_messages(path: Path) -> list[str]:
+    """`--flag` text in what a library module raises or tells the user: the arguments of
+    `raise X(...)`, of a `Note(...)` and of a `warn(...)` / `need(...)` call."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            parts = _message_texts(node.exc)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(
+                node.func, "attr", "")) in ("Note", "warn", "need", "_flag"):
+            parts = _message_texts(node)
+        else:
+            continue
+        found += [f"{where}:{node.lineno}: {text!r}"
+                  for text in parts if _FLAG.search(text)]
+    return found
+
+
+def test_library_messages_name_no_cli_flags():
+    """Library errors name the parameter (`force`, `max_tokens`); only a CLI knows its flags
+    and writes them in (golfpack.cli.kit)."""
+    offenders = [hit for path in _library_modules() for hit in _flags_in_messages(path)]
+    assert not offenders, "library messages naming CLI flags:\n" + "\n".join(offenders)
+
+
+def test_flag_checker_sees_raised_and_warned_flags(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text('def f(x, warn):\n    """--docstrings are fine"""\n'
+                   '    warn(f"pass a smaller --ttt-chunk than {x}")\n'
+                   '    raise E(f"{x} exists; pass --force", param="force")\n')
+    hits = " | ".join(sorted(_flags_in_messages(bad)))
+    assert hits.count("m.py") == 2 and "--ttt-chunk" in hits and "--force" in hits

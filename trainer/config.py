@@ -254,14 +254,15 @@ _FIELDS = {f.name: f for f in fields(TrainConfig)}
 _DEFAULTS = TrainConfig()
 
 
-def _unknown_key(key: str, where: str) -> ConfigError:
+def _unknown_key(key: str, where: str, param: str | None = None) -> ConfigError:
     close = difflib.get_close_matches(key, _FIELDS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"unknown config key {key!r} in {where}{hint}")
+    return ConfigError(f"unknown config key {key!r} in {where}{hint}", param=param)
 
 
-def _coerce(key: str, value, where: str):
-    """Type a value by the key's default type (str values come from --set)."""
+def _coerce(key: str, value, where: str, param: str | None = None):
+    """Type a value by the key's default type (str values come from `overrides`, named by
+    `param` in the error)."""
     default = getattr(_DEFAULTS, key)
     kind = type(default)
     try:
@@ -291,7 +292,8 @@ def _coerce(key: str, value, where: str):
             raise ValueError
         return value
     except (TypeError, ValueError):
-        raise ConfigError(f"{key} in {where} expects {kind.__name__}, got {value!r}") from None
+        raise ConfigError(f"{key} in {where} expects {kind.__name__}, got {value!r}",
+                          param=param) from None
 
 
 def shipped_path(name: str) -> str:
@@ -355,8 +357,8 @@ def load_config(source: str | os.PathLike = "baseline", overrides=(),
     for item in overrides:
         key, value = parse_override(item)
         if key not in _FIELDS:
-            raise _unknown_key(key, "--set")
-        values[key] = _coerce(key, value, "--set")
+            raise _unknown_key(key, "`overrides`", param="overrides")
+        values[key] = _coerce(key, value, "`overrides`", param="overrides")
     return TrainConfig(**values).validate()
 
 

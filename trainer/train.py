@@ -21,7 +21,8 @@ from torch import nn
 from golfpack.errors import CheckFailed, GolfError
 from trainer import checkpointing as ckpt
 from trainer import finish
-from trainer.config import TrainConfig, from_dict, resume_conflicts
+from trainer import resume as resume_mod
+from trainer.config import TrainConfig
 from trainer.data import BatchLoader, TokenStream, check_tokenizer, load_val_tokens, resolve_shards
 from trainer.model import GPT, Rotary, layer_order
 from trainer.optim.ema import EMA
@@ -39,7 +40,6 @@ from trainer.trainlog import TrainLog, run_header, stop_line, train_line, val_li
 
 KILL_ENV = "GOLF_TEST_KILL_AT_STEP"   # test hook: SIGKILL this process after step N
 NAN_ENV = "GOLF_TEST_NAN_AT_STEP"     # test hook: poison the loss of step N
-OUTPUT_NAMES = ("train.log", "final.safetensors", "final.golf", "summary.json")
 
 
 class TrainingDiverged(CheckFailed):
@@ -75,32 +75,6 @@ def prime_rotary(model: GPT, max_len: int, device) -> None:
     for m in model.modules():
         if isinstance(m, Rotary):
             m(max_len, device, torch.float32)
-
-
-def check_out_dir(out_dir: str, resume: bool, force: bool) -> bool:
-    """Refuse to mix two runs in one folder; True when an earlier run's files are there."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise GolfError(f"{out_dir} exists and is not a directory")
-    existing = [n for n in OUTPUT_NAMES if os.path.exists(os.path.join(out_dir, n))]
-    existing += [os.path.basename(p) for _, p in ckpt.list_checkpoints(out_dir)]
-    if existing and not resume and not force:
-        raise GolfError(f"{out_dir} already holds a run ({existing[0]}); pass --resume to "
-                        "continue it or --force to start over")
-    return bool(existing)
-
-
-def clear_out_dir(out_dir: str, rt: Runtime, clear: bool) -> None:
-    """Create the run folder; with `clear` (--force over an old run) delete its outputs.
-    Called only once every input has been checked, so a refused run deletes nothing."""
-    if rt.is_main:
-        os.makedirs(out_dir, exist_ok=True)
-        if clear:
-            for _, p in ckpt.list_checkpoints(out_dir):
-                os.unlink(p)
-            for n in OUTPUT_NAMES:
-                if os.path.exists(os.path.join(out_dir, n)):
-                    os.unlink(os.path.join(out_dir, n))
-    rt.barrier()
 
 
 def resolve_vocab(cfg: TrainConfig, tokenizer) -> TrainConfig:
@@ -234,21 +208,12 @@ class Trainer:
         self.stream.position = position
         self.step, self.pending = 0, []
 
-    # -- checkpoints --
+    # -- checkpoints (what goes in one and how it is restored: trainer.resume) --
     def state_tensors_and_meta(self):
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        if self.ema is not None:
-            tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
-        opt_tensors, opt_meta = ckpt.pack_optimizers(self.opt.state_dicts(), self.opt.names)
-        tensors.update(opt_tensors)
-        tensors.update(rng_states(self.rt.device))
-        meta = {"train_time_ms": self.train_ms, "stream": self.stream.state(),
-                "stream_files": self.stream.fingerprint(), "qat_on": bool(self.qat and self.qat.on),
-                "looping": self.model.looping, "tokenizer_sha256": self.tokenizer_sha256,
-                "config": self.cfg.to_dict(), "world_size": self.rt.world, "optim": opt_meta,
-                "train_losses": self.losses, "val_history": self.val_history,
-                "finished": self.finished, "stopped_early": self.stopped_early}
-        return tensors, meta
+        return resume_mod.state_of(self)
+
+    def restore(self, path: str, tensors: dict, meta: dict) -> None:
+        resume_mod.restore(self, path, tensors, meta)
 
     def save_checkpoint(self) -> None:
         self.flush_losses()
@@ -258,35 +223,6 @@ class Trainer:
             path = ckpt.save_state(self.out_dir, self.step, tensors, meta,
                                    keep=self.cfg.checkpoint_keep)
         self.rt.barrier()
-        self.last_ckpt = (self.step, path)
-
-    def restore(self, path: str, tensors: dict, meta: dict) -> None:
-        conflicts = resume_conflicts(meta["config"], self.cfg)
-        if conflicts:
-            k = conflicts[0]
-            raise GolfError(f"cannot resume {path}: config key {k} changed "
-                            f"({meta['config'].get(k)!r} -> {getattr(self.cfg, k)!r})")
-        from_dict(meta["config"])  # the saved config must still be a valid config
-        saved_tok = meta.get("tokenizer_sha256")
-        if saved_tok and saved_tok != self.tokenizer_sha256:
-            raise GolfError(f"cannot resume {path}: it was trained with tokenizer sha256 "
-                            f"{saved_tok[:16]}..., {self.tokenizer} is "
-                            f"{self.tokenizer_sha256[:16]}...")
-        with torch.no_grad():
-            self.model.load_state_dict(ckpt.sub_dict(tensors, "model/"))
-        self.opt.load_state_dicts(ckpt.unpack_optimizers(tensors, meta["optim"], self.opt.names))
-        if self.ema is not None:
-            self.ema.load_state_dict(ckpt.sub_dict(tensors, "ema/"))
-        set_rng_states(tensors, self.rt.device)
-        self.stream.load_state(meta["stream"])
-        if self.qat is not None:
-            self.qat.set(bool(meta.get("qat_on", False)))
-        self.model.set_looping(bool(meta.get("looping", self.model.looping)))
-        self.step, self.train_ms = int(meta["step"]), float(meta["train_time_ms"])
-        self.losses = [float(v) for v in meta.get("train_losses", [])]
-        self.val_history = list(meta.get("val_history", []))
-        self.finished = bool(meta.get("finished", False))
-        self.stopped_early = bool(meta.get("stopped_early", False))
         self.last_ckpt = (self.step, path)
 
     # -- validation --
@@ -396,10 +332,10 @@ def train(cfg: TrainConfig, data_dir, tokenizer, out_dir, resume: bool = False,
 def _train(cfg, data_dir, tokenizer, out_dir, resume, force, echo, rt) -> TrainResult:
     cfg = resolve_vocab(cfg, tokenizer)
     cfg.micro_layout(rt.world)
-    had_run = check_out_dir(out_dir, resume, force)
+    had_run = resume_mod.check_out_dir(out_dir, resume, force)
     found = ckpt.latest_state(out_dir) if resume else None
     tr = Trainer(cfg, data_dir, tokenizer, out_dir, rt)  # every input checked, nothing written
-    clear_out_dir(out_dir, rt, clear=had_run and not resume)
+    resume_mod.clear_out_dir(out_dir, rt, clear=had_run and not resume)
     log = tr.log = TrainLog(os.path.join(out_dir, "train.log"), enabled=rt.is_main,
                             echo=echo, append=found is not None)
     try:

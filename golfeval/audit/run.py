@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, Note
 
 DEFAULT_MAX_TOKENS = 65_536
 
@@ -24,9 +24,9 @@ def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None,
     from golfeval.score.distributed import resolve_device
 
     if max_tokens is not None and max_tokens < 3:
-        raise GolfError("--max-tokens must be at least 3")
+        raise GolfError("`max_tokens` must be at least 3", param="max_tokens")
     if positions < 1:
-        raise GolfError("--positions must be at least 1")
+        raise GolfError("`positions` must be at least 1", param="positions")
     dev = resolve_device(device)
     if dev.type == "cuda":
         deterministic_cuda()
@@ -39,16 +39,18 @@ def audit_model(*, artifact=None, checkpoint=None, config=None, model_spec=None,
                       doc_isolation=doc_isolation, ttt=ttt)
     audit_mode = build_mode(mode, loaded.model, cfg)
     if mode == "sgd" and tokens.size - 1 <= cfg.ttt.chunk_tokens and warn:
-        warn(f"{tokens.size:,} tokens make one SGD chunk, so no adaptation is exercised; "
-             "pass a smaller --ttt-chunk or a larger --max-tokens")
+        warn(Note(f"{tokens.size:,} tokens make one SGD chunk, so no adaptation is exercised; "
+                  "pass a smaller `ttt_chunk` or a larger `max_tokens`",
+                  param=("ttt_chunk", "max_tokens")))
     if mode == "phased" and warn:
         from golfeval.ttt.lora import split_documents
         from golfeval.ttt.phased import phase_boundaries
 
         n_docs = int(split_documents(tokens, cfg.bos_id)[0].size)
         if not phase_boundaries(n_docs, cfg.ttt.phases):
-            warn(f"{n_docs:,} documents leave no phase boundary inside the stream, so no "
-                 "global step is exercised; pass smaller --ttt-phases")
+            warn(Note(f"{n_docs:,} documents leave no phase boundary inside the stream, so "
+                      "no global step is exercised; pass smaller `ttt_phases`",
+                      param="ttt_phases"))
     report = run_audit(audit_mode, tokens, tables.target_bytes, tables.vocab_size,
                        positions=positions, seed=seed, atol=atol, on_cut=on_cut,
                        bos_id=cfg.bos_id, leaks=leaks, sweeps=sweeps, check_len=seq_len)

@@ -7,7 +7,7 @@ import click
 
 from golfeval.audit.run import DEFAULT_MAX_TOKENS, audit_model
 from golfeval.cli.ttt_options import pop_ttt_options, refuse_stray_ttt_flags, ttt_options
-from golfpack.cli.kit import NON_NEGATIVE_FLOAT, POSITIVE_INT, emit_json
+from golfpack.cli.kit import NON_NEGATIVE_FLOAT, POSITIVE_INT, cli_text, emit_json
 from golfpack.errors import CheckFailed
 
 
@@ -104,7 +104,7 @@ def audit(artifact, checkpoint, config, model_spec, data, tokenizer, mode, plugi
         data=data, tokenizer=tokenizer, mode=mode, positions=positions,
         max_tokens=max_tokens, seq_len=seq_len, stride=stride, batch=batch,
         doc_isolation=doc_isolation, device=device, seed=seed, atol=atol, ttt=ttt,
-        force=force, on_cut=show, warn=lambda m: click.echo(f"warning: {m}", err=True),
+        force=force, on_cut=show, warn=lambda m: click.echo(f"warning: {cli_text(m)}", err=True),
         leaks=leak_checks, sweeps=sweeps)
     if as_json:
         emit_json({**report.to_dict(), **info})

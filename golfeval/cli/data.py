@@ -2,10 +2,10 @@
 
 import click
 
-from golfpack.cli.kit import POSITIVE_INT, emit_json
+from golfpack.cli.kit import POSITIVE_INT, LazyGroup, emit_json
 
 
-@click.group()
+@click.group(cls=LazyGroup)  # LazyGroup: its errors are told with `build`'s flags
 def data():
     """Build and check challenge-format token shards."""
 

@@ -13,6 +13,7 @@ from golfpack.cli.kit import (
     NON_NEGATIVE_FLOAT,
     POSITIVE_FLOAT,
     PROBABILITY,
+    cli_text,
     emit_json,
 )
 from golfpack.errors import CheckFailed, GolfError
@@ -108,7 +109,7 @@ def logs(path, as_json, with_config):
 
 def _print_verification(v) -> None:
     click.echo(f"{v.name}  [{v.track or 'track unknown'}]  {v.folder}")
-    src = f" ({v.claim_field})" if v.claim_field else ""
+    src = f" ({cli_text(v.claim_field)})" if v.claim_field else ""
     click.echo(f"claim {_fmt(v.claim, '')}{src} -> {v.classification}"
                + (f": {v.detail}" if v.detail else ""))
     if v.runs:
@@ -116,7 +117,7 @@ def _print_verification(v) -> None:
     click.echo(f"n = {v.n}  mean {_fmt(v.mean)}  std {_fmt(v.std)}"
                + (f"  mean val_loss {_fmt(v.mean_val_loss)}" if v.mean_val_loss else ""))
     for f in v.flags:
-        click.echo(f"  {f['severity']:<7} {f['code']}: {f['message']}")
+        click.echo(f"  {f['severity']:<7} {f['code']}: {cli_text(f['message'])}")
     click.echo("OK" if v.ok else "FAIL")
 
 
@@ -248,7 +249,7 @@ def _print_significance(res: dict) -> None:
             v["significant"]]
         click.echo(f"{name} rule ({v['rule']}): {word}")
     for w in res["warnings"]:
-        click.echo(f"warning: {w}")
+        click.echo(f"warning: {cli_text(w)}")
 
 
 def _plot(res: dict, new_s, old_s, path: str, force: bool) -> None:

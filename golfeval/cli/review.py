@@ -7,7 +7,7 @@ import os
 
 import click
 
-from golfpack.cli.kit import emit_json
+from golfpack.cli.kit import cli_text, emit_json
 from golfpack.errors import CheckFailed, GolfError
 
 
@@ -71,7 +71,7 @@ def print_review(rv) -> None:
                 vd["significant"]]
             click.echo(f"  {name} rule ({vd['rule']}): {word}")
     for f in v.flags + rv.flags:
-        click.echo(f"  {f['severity']:<7} {f['code']}: {f['message']}")
+        click.echo(f"  {f['severity']:<7} {f['code']}: {cli_text(f['message'])}")
     click.echo(rv.verdict)
 
 

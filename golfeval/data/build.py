@@ -120,7 +120,8 @@ def build(tokenizer_path, docs, out_dir, *, val_docs: int | None = None, val=(),
         raise GolfError(f"{tokenizer_path}: vocab size {vocab} does not fit uint16 shards")
     out_dir = os.fspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
-        raise GolfError(f"{out_dir} is not empty; pass --force to write into it")
+        raise GolfError(f"{out_dir} is not empty; pass `force=True` to write into it",
+                        param="force")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise GolfError(f"{out_dir} exists and is not a directory")
     for path in val_paths + docs_paths:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from golfeval.records.folders import find_record_folders, read_folder, read_log_file
 from golfeval.records.verify import config_key, mean_std, verify_record
-from golfpack.errors import GolfError
+from golfpack.errors import GolfError, Note
 
 T_CONVENTION = "t = (mean(new) - mean(old) + margin) / se: negative when NEW is better"
 README_MARGIN_NATS = 0.005
@@ -167,24 +167,25 @@ def compare(new: Sample, old: Sample | None = None, sota_bpb: float | None = Non
             frontier_alpha: float = FRONTIER_ALPHA, bpb_per_nat: float | None = None) -> dict:
     """Every test and both verdicts for NEW against OLD runs and/or a fixed SOTA value."""
     if old is None and sota_bpb is None:
-        raise GolfError("give the state of the art: --sota OLD or --sota-bpb X")
+        raise GolfError("give the state of the art: `old=OLD` or `sota_bpb=X`",
+                        param=("old", "sota_bpb"))
     if not 0.0 < alpha < 1.0 or not 0.0 < frontier_alpha < 1.0:
         raise GolfError("alpha must lie strictly between 0 and 1")
     if margin_nats < 0:
-        raise GolfError("--margin-nats must be >= 0")
+        raise GolfError("`margin_nats` must be >= 0", param="margin_nats")
     warnings = list(new.notes) + (list(old.notes) if old else [])
     if old is not None and old.n == 1:
         if sota_bpb is None:
             warnings.append("OLD has a single run: tested as a fixed value (one-sample test)")
             sota_bpb = old.bpb[0]
         else:
-            warnings.append("OLD has a single run: no Welch test, only the one-sample test "
-                            "against --sota-bpb")
+            warnings.append(Note("OLD has a single run: no Welch test, only the one-sample "
+                                 "test against `sota_bpb`", param="sota_bpb"))
         old = None
     for s in (new, old):
         if s is not None and s.n < 3:
             warnings.append(f"{s.name} has n = {s.n} < 3 runs")
-    ratio_src = "--bpb-per-nat"
+    ratio_src = Note("`bpb_per_nat`", param="bpb_per_nat")
     if bpb_per_nat is None:
         bpb_per_nat, ratio_src = new.bpb_per_nat(), "the new runs"
     if bpb_per_nat is None and old is not None and old.bpb_per_nat() is not None:
@@ -194,9 +195,10 @@ def compare(new: Sample, old: Sample | None = None, sota_bpb: float | None = Non
     margin_bpb = (margin_nats * bpb_per_nat if bpb_per_nat is not None else
                   (0.0 if margin_nats == 0 else None))
     if margin_bpb is None and margin_nats > 0:
-        warnings.append("cannot convert the margin to bpb (no val_loss): pass --bpb-per-nat "
-                        "(on the challenge's val split: 0.592 sp1024, 0.434 sp4096, "
-                        "0.388 sp8192), or --rule frontier (no margin)")
+        warnings.append(Note("cannot convert the margin to bpb (no val_loss): pass "
+                             "`bpb_per_nat` (on the challenge's val split: 0.592 sp1024, "
+                             "0.434 sp4096, 0.388 sp8192), or use `rule=frontier` (no margin)",
+                             param=("bpb_per_nat", "rule")))
     if old is not None:
         if new.tokenizers and old.tokenizers and new.tokenizers != old.tokenizers:
             warnings.append("different tokenizers (" + ", ".join(sorted(new.tokenizers)) +
@@ -265,13 +267,14 @@ def seeds_needed(delta: float, std: float, alpha: float = README_ALPHA, power: f
     from scipy import stats
 
     if delta <= 0 or std <= 0:
-        raise GolfError("--delta and --std must be > 0")
+        raise GolfError("`delta` and `std` must be > 0", param=("delta", "std"))
     if not 0 < alpha < 1 or not 0 < power < 1:
-        raise GolfError("--alpha and --power must lie strictly between 0 and 1")
+        raise GolfError("`alpha` and `power` must lie strictly between 0 and 1",
+                        param=("alpha", "power"))
     if design not in ("welch", "one-sample"):
         raise GolfError(f"unknown design {design!r}")
     if old_n is not None and old_n < 2:
-        raise GolfError("--old-n must be >= 2")
+        raise GolfError("`old_n` must be >= 2", param="old_n")
     table = []
     for n in range(2, max_n + 1):
         if design == "one-sample":

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from golfeval.records.folders import RecordFolder, Run
+from golfpack.errors import Note
 
 TOLERANCE = 6e-5  # claim vs recomputed value, in bpb
 BUDGET_BYTES = 16_000_000
@@ -168,7 +169,7 @@ def implied_val_bytes(run: Run) -> float | None:
 def verify_record(rec: RecordFolder, claim: float | None = None) -> Verification:
     """Classify the claim of one record folder and flag everything a reviewer should see."""
     sub = rec.submission
-    claim_field = "--claim" if claim is not None else None
+    claim_field = Note("`claim`", param="claim") if claim is not None else None
     if claim is None and sub is not None:
         claim, claim_field = sub.claim_bpb, sub.claim_field
     primary = rec.primary_runs()
@@ -210,8 +211,8 @@ def _flags(rec: RecordFolder, claim, match: Match, primary, done) -> list[dict]:
     in_support = {id(r) for r in support}
     record_track = rec.track != "non-record"
     if claim is None:
-        flags.append(_flag("no_claim", "error", "no claimed val_bpb (no submission.json "
-                           "val_bpb); pass --claim"))
+        flags.append(_flag("no_claim", "error", Note("no claimed val_bpb (no "
+                           "submission.json val_bpb); pass `claim`", param="claim")))
     elif match.classification == "unsupported":
         best = min((r.log.val_bpb for r in done), default=None)
         m, _ = mean_std(r.log.val_bpb for r in done)

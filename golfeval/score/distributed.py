@@ -50,7 +50,8 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise GolfError("--device cuda asked for, but torch sees no CUDA device")
+            raise GolfError("`device=cuda` asked for, but torch sees no CUDA device",
+                            param="device")
         if device == "cuda":
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
         dev = torch.device(device)

@@ -71,10 +71,11 @@ def evaluate(*, artifact=None, checkpoint=None, data, tokenizer, mode="sliding",
 
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     if max_tokens is not None and max_tokens < 2:
-        raise GolfError("--max-tokens must be at least 2 (one target)")
+        raise GolfError("`max_tokens` must be at least 2 (one target)", param="max_tokens")
     if per_token_path is not None and mode == "sliding-record":
-        raise GolfError("--per-token writes exact per-target losses: use --mode sliding "
-                        "(sliding-record counts some targets several times)")
+        raise GolfError("`per_token_path` writes exact per-target losses: use `mode=sliding` "
+                        "(sliding-record counts some targets several times)",
+                        param=("per_token_path", "mode"))
     if per_token_path is not None:
         _check_output(per_token_path, [artifact, checkpoint, tokenizer], force)
     ctx = distributed.init(device)

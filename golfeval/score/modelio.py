@@ -43,10 +43,11 @@ def load_model(artifact=None, checkpoint=None, model_spec: str | None = None,
     from golfpack.foreign.ptz import looks_like_ptz
 
     if (artifact is None) == (checkpoint is None):
-        raise GolfError("give exactly one of --artifact or --checkpoint")
+        raise GolfError("give exactly one of `artifact` or `checkpoint`",
+                        param=("artifact", "checkpoint"))
     if model_spec is not None and ":" not in model_spec:
-        raise GolfError(f"--model {model_spec!r} must look like 'module:factory' or "
-                        "'PATH/train_gpt.py:GPT'")
+        raise GolfError(f"`model_spec={model_spec!r}` must look like 'module:factory' or "
+                        "'PATH/train_gpt.py:GPT'", param="model_spec")
     tok_hash, tok_vocab, notes = None, None, []
     if artifact is not None:
         path, source = os.fspath(artifact), "artifact"
@@ -142,7 +143,7 @@ def load_for_tokenizer(*, artifact=None, checkpoint=None, model_spec=None, confi
                f"{loaded.tokenizer_sha256[:16]}... ({loaded.tokenizer_vocab} pieces), "
                f"{tokenizer} is {tok_sha[:16]}... ({tok_vocab} pieces)")
         if not force:
-            raise GolfError(f"{msg}; pass --force to {action} anyway")
+            raise GolfError(f"{msg}; pass `force=True` to {action} anyway", param="force")
         if warn is not None:
             warn(msg)
     if loaded.vocab_size < tok_vocab:

@@ -9,11 +9,13 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
+from typing import NamedTuple
 
 import click
 
-from golfpack.errors import GolfError, NonFiniteError
+from golfpack.errors import GolfError, NonFiniteError, Note
 from golfpack.threads import apply_thread_defaults
 
 
@@ -36,9 +38,18 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
 
+    def resolve_command(self, ctx, args):
+        # remember the command that runs (meta is shared by nested contexts), so an error
+        # raised inside it can be told with that command's flags
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            ctx.meta.setdefault(_INVOKED, []).append(cmd)
+        return name, cmd, rest
+
     def invoke(self, ctx):
         # before any subcommand module (and so torch) is imported: OMP reads its env once
-        apply_thread_defaults()
+        if ctx.parent is None:
+            apply_thread_defaults()
         try:
             return super().invoke(ctx)
         except GolfError as exc:
@@ -46,8 +57,93 @@ class LazyGroup(click.Group):
             # and keeps its traceback.
             if os.environ.get("GOLF_DEBUG"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            commands = [ctx.command, *ctx.meta.get(_INVOKED, [])]
+            text = with_flags(str(exc), exc.params, flag_table(commands))
+            click.echo(f"error: {text}", err=True)
             sys.exit(exc.exit_code)
+
+
+_INVOKED = "golf.invoked_commands"
+
+
+class Flag(NamedTuple):
+    """How one parameter is written on a command line: `plain` (`--max-tokens`), and for
+    on/off options the flag that sets True and the one that sets False (None: no such
+    flag)."""
+
+    plain: str
+    true: str | None = None
+    false: str | None = None
+
+
+def flag_table(commands) -> dict[str, Flag]:
+    """Parameter name -> Flag, read off the click commands' own options. A parameter is
+    found by the option's Python name (`config_path`) or by its flag's words (`--config`
+    -> `config`), so a library keyword that differs from the CLI's variable still maps."""
+    by_name, by_words = {}, {}
+    for cmd in commands:
+        for opt in getattr(cmd, "params", ()):
+            if not isinstance(opt, click.Option) or not opt.opts:
+                continue
+            flag = _flag_of(opt)
+            by_name[opt.name] = flag
+            if opt.is_bool_flag and opt.name.startswith("no_") and flag.true:
+                # `--no-decoder` (no_decoder) is how the CLI writes decoder=False
+                by_words.setdefault(opt.name[3:], Flag(flag.plain, false=flag.plain))
+            for text in opt.opts:
+                if text.startswith("--"):
+                    by_words.setdefault(text[2:].replace("-", "_"), flag)
+            for text in opt.secondary_opts:
+                if text.startswith("--"):
+                    by_words.setdefault(text[2:].replace("-", "_"),
+                                        Flag(text, true=None, false=text))
+    return {**by_words, **by_name}
+
+
+def _flag_of(opt: click.Option) -> Flag:
+    longs = [o for o in opt.opts if o.startswith("--")] or list(opt.opts)
+    plain = longs[0]
+    if not opt.is_bool_flag:
+        return Flag(plain)
+    if opt.secondary_opts:
+        return Flag(plain, true=plain, false=opt.secondary_opts[0])
+    return Flag(plain, true=plain) if opt.flag_value else Flag(plain, false=plain)
+
+
+def with_flags(text: str, params, table: dict[str, Flag]) -> str:
+    """`text` (a library message naming `params` in backticks) with each one written as its
+    flag: `max_tokens` -> --max-tokens, `force=True` -> --force, `decoder=False` ->
+    --no-decoder, `sensitivity=tensor` -> --sensitivity tensor. A parameter the command
+    has no option for keeps its library spelling."""
+    for name in params:
+        flag = table.get(name)
+        if flag is None:
+            continue
+
+        def written(m, flag=flag):
+            value = m.group(1)
+            if value is None:
+                return flag.plain
+            if value in ("True", "False") and getattr(flag, value.lower()):
+                return getattr(flag, value.lower())
+            return f"{flag.plain} {value}"
+
+        text = re.sub(rf"`{re.escape(name)}(?:=([^`]*))?`", written, text)
+    return text
+
+
+def cli_text(text: str) -> str:
+    """A library line (a Note naming parameters, or plain text) as the running command
+    writes it: its parameters as this command's flags."""
+    params = getattr(text, "params", ())
+    ctx = click.get_current_context(silent=True)
+    if not params or ctx is None:
+        return str(text)
+    commands, c = [], ctx
+    while c is not None:
+        commands.insert(0, c.command)
+        c = c.parent
+    return with_flags(str(text), params, flag_table(commands))
 
 
 def emit_json(obj, non_finite: str = "error") -> None:
@@ -58,6 +154,7 @@ def emit_json(obj, non_finite: str = "error") -> None:
     (`non_finite="null"`)."""
     if non_finite == "null":
         obj = _nulled(obj)
+    obj = _notes_as_flags(obj)
     try:
         text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default,
                           allow_nan=False)
@@ -66,6 +163,18 @@ def emit_json(obj, non_finite: str = "error") -> None:
         raise NonFiniteError(f"the result is not finite: {where or 'a value'} is "
                              "NaN or infinite") from None
     click.echo(text)
+
+
+def _notes_as_flags(obj):
+    """`obj` with every library Note (a line naming parameters) written with the running
+    command's flags."""
+    if isinstance(obj, Note):
+        return cli_text(obj)
+    if isinstance(obj, dict):
+        return {k: _notes_as_flags(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_notes_as_flags(v) for v in obj]
+    return obj
 
 
 def _nulled(obj):

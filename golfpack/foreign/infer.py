@@ -33,23 +33,24 @@ def infer_baseline_config(state: dict[str, torch.Tensor], where: str = "checkpoi
 
     Raises CheckpointError naming what cannot be inferred (a missing tensor, a key the
     baseline does not have, a shape that disagrees)."""
-    def need(cond, msg):
+    def need(cond, msg, param=None):
         if not cond:
-            raise CheckpointError(f"{where}: cannot infer the baseline architecture: {msg}")
+            raise CheckpointError(f"{where}: cannot infer the baseline architecture: {msg}",
+                                  param=param)
 
     banks = [b for b in BANK_NAMES if b in state]
     need(not banks, f"banked parameters ({', '.join(banks)}) belong to a record's own model; "
-         "name it with --model PATH/train_gpt.py:GPT")
+         "name it with `model_spec=PATH/train_gpt.py:GPT`", "model_spec")
     emb = state.get("tok_emb.weight")
-    need(emb is not None and emb.ndim == 2, "no 2-D tok_emb.weight; pass --config")
+    need(emb is not None and emb.ndim == 2, "no 2-D tok_emb.weight; pass `config`", "config")
     vocab, dim = (int(s) for s in emb.shape)
     layers = sorted({int(m.group(1)) for k in state if (m := _BLOCK_RE.match(k))})
-    need(bool(layers), "no blocks.N.* tensors; pass --config")
+    need(bool(layers), "no blocks.N.* tensors; pass `config`", "config")
     n = len(layers)
     need(layers == list(range(n)), f"block indices {layers[:8]} are not 0..{n - 1}")
     qg = state.get("blocks.0.attn.q_gain")
     need(qg is not None and qg.ndim == 1, "no blocks.0.attn.q_gain (heads come from its "
-         "length); pass --config")
+         "length); pass `config`", "config")
     heads = int(qg.numel())
     need(heads > 0 and dim % heads == 0, f"width {dim} is not divisible by {heads} heads")
     head_dim = dim // heads
@@ -79,7 +80,7 @@ def infer_baseline_config(state: dict[str, torch.Tensor], where: str = "checkpoi
     extra = sorted(set(state) - set(expect))
     need(not extra, f"tensors the baseline does not have: {', '.join(extra[:4])}"
          + (f" (+{len(extra) - 4} more)" if len(extra) > 4 else "")
-         + "; pass --config or --model")
+         + "; pass `config` or `model_spec`", ("config", "model_spec"))
     missing = sorted(set(expect) - set(state))
     need(not missing, f"missing {', '.join(missing[:4])}")
     for k, shp in expect.items():

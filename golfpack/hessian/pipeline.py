@@ -158,13 +158,15 @@ def prepare_fit(state_dict, hessians, spec: str | None = None, bits=fit.DEFAULT_
     if sensitivity not in fit.SENSITIVITIES:
         raise GolfError(f"unknown sensitivity {sensitivity!r} (use {', '.join(fit.SENSITIVITIES)})")
     if sensitivity != "hessian" and loss_fn is None:
-        raise GolfError(f"--sensitivity {sensitivity} needs calibration batches")
+        raise GolfError(f"`sensitivity={sensitivity}` needs calibration batches",
+                        param="sensitivity")
     sd = {k: v.detach().cpu() for k, v in state_dict.items()}
     schemes = resolve(spec, {n: (dtype_name(t), int(t.numel())) for n, t in sd.items()})
     fitted = [n for n, sc in schemes.items() if sc.kind == "int" and n in hessians
               and sd[n].dim() == 2 and sd[n].is_floating_point()]
     if not fitted:
-        raise GolfError("--fit: no calibrated integer matrices to allocate bits to")
+        raise GolfError("`fit=True`: no calibrated integer matrices to allocate bits to",
+                        param="fit")
     t0 = time.perf_counter()
     preps = gptq.prepare_all(hessians, damp)
     bad = {n: preps[n].fallback for n in fitted if preps[n].fallback}
@@ -297,9 +299,11 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     from golfpack.hessian.shardread import train_shard_paths
 
     if calib is None:
-        raise GolfError("--gptq and --fit need calibration data: --calib DIR|GLOB|self")
+        raise GolfError("`gptq` and `fit` need calibration data: `calib=DIR|GLOB|self`",
+                        param=("gptq", "fit", "calib"))
     if lqer_rank and not fit:
-        raise GolfError("--lqer works with --fit (it is kept only where it pays)")
+        raise GolfError("`lqer_rank` works with `fit=True` (it is kept only where it pays)",
+                        param=("lqer_rank", "fit"))
     if str(calib) != "self":
         train_shard_paths(calib)  # refuses validation shards before anything slow
 

@@ -42,7 +42,7 @@ def test_build_refuses_nonempty_output(tmp_path, tiny_tokenizer, pydoc_corpus):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    with pytest.raises(GolfError, match="not empty; pass --force"):
+    with pytest.raises(GolfError, match="not empty; pass `force=True`"):
         build(tiny_tokenizer, pydoc_corpus, out, val_docs=5)
     assert (out / "keep.txt").read_text() == "precious"
 

@@ -112,7 +112,7 @@ def test_split_separation(tmp_path):
 
 def test_write_refuses_overwrite(tmp_path):
     p = _valid(tmp_path)
-    with pytest.raises(Exception, match="--force"):
+    with pytest.raises(Exception, match="`force=True`"):
         shards.write_shard(p, np.arange(3))
     shards.write_shard(p, np.arange(3), force=True)
     assert shards.read_shard(p).tolist() == [0, 1, 2]

@@ -36,9 +36,9 @@ def test_overrides_are_typed_by_the_default():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("iteratoins=5", "unknown config key 'iteratoins' in --set (did you mean 'iterations'?)"),
-    ("iterations=1.5", "iterations in --set expects int, got '1.5'"),
-    ("compile=maybe", "compile in --set expects bool"),
+    ("iteratoins=5", "unknown config key 'iteratoins' in `overrides` (did you mean 'iterations'?)"),
+    ("iterations=1.5", "iterations in `overrides` expects int, got '1.5'"),
+    ("compile=maybe", "compile in `overrides` expects bool"),
     ("ema_decay=1.0", "ema_decay must lie in [0, 1)"),
     ("iterations", "must look like key=value"),
     ("qat=int9", "qat: "),
