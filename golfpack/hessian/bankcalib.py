@@ -42,6 +42,10 @@ _TRANSPOSES = {torch.Tensor.t, torch.t, torch.Tensor.transpose, torch.transpose}
 _TRANSPOSE_PROPS = (torch.Tensor.T, torch.Tensor.mT)
 _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
             torch.Tensor.mm}
+# products whose operands cannot be told apart as weight and input: refused on a bank
+_OTHER_PRODUCTS = {torch.bmm, torch.Tensor.bmm, torch.baddbmm, torch.Tensor.baddbmm,
+                   torch.addmm, torch.Tensor.addmm, torch.einsum, torch.tensordot, torch.mv,
+                   torch.Tensor.mv, torch.addmv, F.bilinear, F.conv1d, F.conv2d}
 
 
 @dataclass
@@ -84,6 +88,16 @@ class _Registry:
             self.order += [slice_name(pname, i) for i in range(p.shape[0])] if p.ndim == 3 \
                 else [pname]
         self.tags: dict[int, tuple[weakref.ref, _Desc]] = {}  # copies of slices, per batch
+        self.taints: dict[int, tuple[weakref.ref, str]] = {}  # computed from a bank alone
+
+    def tainted(self, t) -> str | None:
+        """The bank a weight-only computation (`bank[0] * 2`) was made from, if any."""
+        got = self.taints.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return got[1] if got is not None and got[0]() is t else None
+
+    def clear(self) -> None:
+        self.tags.clear()
+        self.taints.clear()
 
     def known(self, t: torch.Tensor) -> bool:
         """`t` reads a registered parameter's storage or is a tagged copy."""
@@ -202,12 +216,15 @@ class _BankMode(TorchFunctionMode):
             x, w = args[0], args[1] if len(args) > 1 else kwargs.get("weight")
             if reg.bank_of(x):
                 raise GolfError(f"calibration: linear takes bank {reg.bank_of(x)} as its input")
+            _refuse_tainted(reg, w, "linear")
             d = reg.locate(w, "linear")
             if d is not None:
                 self.uses.add(d, x, "linear")
             return func(*args, **kwargs)
         if func in _MATMULS and len(args) == 2 and not kwargs:
             a, b = args
+            _refuse_tainted(reg, a, name)
+            _refuse_tainted(reg, b, name)
             da, db = reg.locate(a, name), reg.locate(b, name)
             if da is not None and db is not None:
                 raise GolfError(f"calibration: {name} multiplies {da.name} by {db.name}")
@@ -218,10 +235,15 @@ class _BankMode(TorchFunctionMode):
                     raise GolfError(f"calibration: {name} multiplies {da.name} by a vector")
                 self.uses.add(da, b.transpose(-1, -2), name)
             return func(*args, **kwargs)
+        flat = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if func in _OTHER_PRODUCTS:
+            bank = next((b for b in (reg.bank_of(t) or reg.tainted(t) for t in flat) if b), None)
+            if bank is not None:
+                raise GolfError(f"calibration: {name} reads bank {bank}; only F.linear and "
+                                "matmul with one 2-D slice can be attributed")
         out = func(*args, **kwargs)
         if not isinstance(out, torch.Tensor):
             return out
-        flat = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         src = next((t for t in flat if reg.known(t)), None)
         if src is None:
             return out
@@ -233,13 +255,25 @@ class _BankMode(TorchFunctionMode):
                 same = func in _COPIES and tuple(out.shape) == tuple(src.shape)
                 reg.tag(out, d if same else d.transposed())
                 return out
-        bank = reg.bank_of(src)
+        banks = [(t, reg.bank_of(t) or reg.tainted(t)) for t in flat]
+        t, bank = next(((t, b) for t, b in banks if b), (None, None))
         if bank is None:
             return out  # a 2-D weight read otherwise (an embedding lookup)
-        if _ptr(out) == _ptr(src) and _ptr(src) in reg.by_ptr:
+        if _ptr(out) == _ptr(t) and _ptr(t) in reg.by_ptr:
             return out  # a view of the bank itself: located where a product uses it
-        raise GolfError(f"calibration: {name} computes from bank {bank} in forward; only "
-                        "products with its slices can be attributed to them")
+        if all(reg.known(u) or b for u, b in banks):
+            # made from weights alone (`bank[0] * 2`, a view of a copy): a product that
+            # uses it as a weight cannot be attributed and is refused there; mixed with
+            # activations (a 3-D gate bank times a lane) it is activation data
+            reg.taints[id(out)] = (weakref.ref(out), f"{bank} (via {name})")
+        return out
+
+
+def _refuse_tainted(reg: _Registry, t, op: str) -> None:
+    src = reg.tainted(t)
+    if src is not None:
+        raise GolfError(f"calibration: {op} multiplies by a tensor computed from bank {src}; "
+                        "only products with its slices (or copies) can be attributed")
 
 
 def _merge_ranges(uses: _Uses, H: dict, n: dict, alias: dict) -> dict[str, str]:
@@ -306,12 +340,12 @@ def collect_bank_hessians(model: nn.Module, batches, autocast: bool | None = Non
             for batch in tqdm(batches, desc="calibrate", unit="batch",
                               disable=None if progress else True):
                 acc.reset_batch()
-                reg.tags.clear()
+                reg.clear()
                 with _BankMode(reg, uses):
                     _logits(model, batch.to(device))
                 n_batches += 1
     finally:
-        reg.tags.clear()
+        reg.clear()
         model.train(was_training)
     if n_batches == 0:
         raise GolfError("calibration: no batches")

@@ -194,9 +194,9 @@ def test_transposed_use_is_left_to_plain_rounding():
 
 @pytest.mark.parametrize("how,msg", [
     ("split-diff", "read different inputs"),
-    ("arith", "computes from bank bank"),
+    ("arith", "computed from bank bank"),
     ("cols", "column range"),
-    ("whole", "bank"),
+    ("whole", "bmm reads bank bank"),
 ])
 def test_unattributable_use_is_refused_in_one_line(how, msg):
     with pytest.raises(GolfError, match=msg) as e:
@@ -242,3 +242,51 @@ def test_compress_gptq_on_the_banked_script(tmp_path):
     own.load_state_dict(state, strict=True)
     assert {k: tuple(v.shape) for k, v in state.items()} == \
         {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+RECORD = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / \
+    "phased_ttt_2026-04-14" / "train_gpt.py"
+REC_HP = dict(vocab_size=512, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2,
+              mlp_mult=2.0, xsa_last_n=2, rope_dims=8, num_loops=1, loop_start=1, loop_end=2,
+              parallel_start_layer=3, train_seq_len=32, eval_seq_len=32)
+
+
+@pytest.mark.slow
+def test_slice_hessians_equal_the_records_own_collection():
+    """The record's own collect_hessians (hooks on its attention/MLP modules, keyed by its
+    per-layer export names) on its banked GPT, with depth recurrence and parallel lanes."""
+    if not RECORD.is_file():
+        pytest.skip("../shared/reference/phased_ttt_2026-04-14/train_gpt.py is absent")
+    from golfpack.foreign.records import BANK_PARTS
+    from golfpack.foreign.script import build_from_script, import_script
+
+    mod = import_script(RECORD)
+    torch.manual_seed(0)
+    model, _, _ = build_from_script(f"{RECORD}:GPT", REC_HP)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batches = [torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(i))
+               for i in range(2)]
+
+    class Loader:  # the record's loader interface: next_batch(tokens, accum) -> (x, y)
+        def __init__(self):
+            self.it = iter(batches)
+
+        def next_batch(self, *_):
+            x = next(self.it)
+            return x, x
+
+    h = type("H", (), {"train_batch_tokens": 64, "grad_accum_steps": 1})()
+    theirs = mod.collect_hessians(model, Loader(), h, "cpu", n_calibration_batches=2)
+    ours = bankcalib.collect_bank_hessians(model, batches)
+    n = REC_HP["num_layers"]
+    assert model.looping_active and len(ours.names()) == 6 * n + 1
+    for bank, parts in BANK_PARTS.items():
+        for half, part in enumerate(parts):
+            for i in range(n):
+                want = theirs[f"blocks.{i}.{part}"].double() * 2  # they divide by batches
+                got = ours[f"{bank}[{half * n + i}]"]
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.max()))
+    torch.testing.assert_close(ours["tok_emb.weight"], theirs["tok_emb.weight"].double() * 2,
+                               rtol=1e-4, atol=1e-3)
