@@ -290,3 +290,26 @@ def test_slice_hessians_equal_the_records_own_collection():
                 torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.max()))
     torch.testing.assert_close(ours["tok_emb.weight"], theirs["tok_emb.weight"].double() * 2,
                                rtol=1e-4, atol=1e-3)
+
+
+def test_fit_allocates_per_bank_slice(tmp_path):
+    """--fit on the banked script: every slice is a fitted tensor, the measured-Δloss probes
+    (sensitivity family) write slices back into their banks, the artifact unpacks."""
+    from golfpack.artifact import load_artifact
+    from golfpack.cli import main
+
+    m = _banked(2)
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    (tmp_path / "hp.json").write_text(json.dumps(HP))
+    art = tmp_path / "f.golf"
+    r = CliRunner().invoke(main, [
+        "compress", str(tmp_path / "m.pt"), "-o", str(art), "--model", f"{SCRIPT}:GPT",
+        "--config", str(tmp_path / "hp.json"), "--scheme", SPEC, "--fit", "--budget", "60000",
+        "--fit-bits", "4,6", "--calib", "self", "--calib-batches", "2", "--calib-tokens", "32",
+        "--calib-seq-len", "8", "--codec", "zstd", "--allow-over", "--json"])
+    assert r.exit_code == 0, r.output
+    fitted = {a["name"] for a in json.loads(r.stdout)["fit"]["allocation"]}
+    assert set(_twin_names(m.num_layers)) == fitted
+    back = load_artifact(art).state_dict()
+    assert {k: tuple(v.shape) for k, v in back.items()} == \
+        {k: tuple(v.shape) for k, v in m.state_dict().items()}
