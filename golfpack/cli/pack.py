@@ -54,7 +54,7 @@ def compress_cmd(checkpoint, output, scheme_spec, codec, tokenizer, config_path,
             checkpoint, output, scheme_spec=scheme_spec, codec=codec, tokenizer=tokenizer,
             config_path=config_path, code_files=code_files, code_mode=code_mode, budget=budget,
             allow_over=allow_over, force=force, progress=not as_json,
-            decoder=not no_decoder, **hessian)
+            decoder=not no_decoder, model_spec=model_spec, trust_arch=trust_arch, **hessian)
     else:
         report = compress_checkpoint(
             checkpoint, output, scheme_spec=scheme_spec, codec=codec, code_files=code_files,

@@ -160,7 +160,9 @@ def prepare_fit(state_dict, hessians, spec: str | None = None, bits=fit.DEFAULT_
     if sensitivity != "hessian" and loss_fn is None:
         raise GolfError(f"`sensitivity={sensitivity}` needs calibration batches",
                         param="sensitivity")
-    sd = {k: v.detach().cpu() for k, v in state_dict.items()}
+    from golfpack.quant.banks import split_banks
+
+    sd = split_banks({k: v.detach().cpu() for k, v in state_dict.items()})  # banks per slice
     schemes = resolve(spec, {n: (dtype_name(t), int(t.numel())) for n, t in sd.items()})
     fitted = [n for n, sc in schemes.items() if sc.kind == "int" and n in hessians
               and sd[n].dim() == 2 and sd[n].is_floating_point()]
@@ -239,7 +241,8 @@ def compress_hessian(state_dict, config: dict, hessians, budget: int, code: dict
     data, report = encode_artifact(qm, config, codec=codec, tokenizer=tokenizer)
     report = with_budget(report, code, budget)
     report["gptq"] = {"seconds": round(rep["seconds"], 3), "tensors": rep["gptq_tensors"],
-                      "fallbacks": rep["fallbacks"], "calibration": hessians.source}
+                      "fallbacks": rep["fallbacks"], "calibration": hessians.source,
+                      "left_out": dict(getattr(hessians, "left_out", {}))}
     return data, report
 
 
@@ -265,19 +268,32 @@ def summarize_allocation(report: dict, top: int = 0) -> list[str]:
 
 def calibrate_checkpoint(ckpt_path, config, source, n_batches: int, batch_tokens: int,
                          seq_len: int, seed: int = 0, device: str = "cpu",
-                         autocast: bool | None = None, progress: bool = False):
+                         autocast: bool | None = None, progress: bool = False,
+                         arch: str | None = None, trust: bool = False):
     """Load + rebuild the model, collect its Hessians -> (state, config, model, hessians,
-    batches). Train shards are validated before the model is even built."""
+    batches). Train shards are validated before the model is even built. `arch`: the model
+    the user names (a script's class too); banked models calibrate through bankcalib."""
     from golfpack.checkpoint import build_model, load
-    from golfpack.hessian import calib
+    from golfpack.hessian import bankcalib, calib
 
     if str(source) != "self":
         from golfpack.hessian.shardread import train_shard_paths
 
         train_shard_paths(source)
-    state, cfg = load(ckpt_path, config)
+    state, cfg = load(ckpt_path, config, infer=arch is None)
+    if arch is not None:
+        cfg = {**cfg, "arch": arch}
     model = build_model(cfg, {k: v.float() if v.is_floating_point() else v
-                              for k, v in state.items()}).to(device)
+                              for k, v in state.items()}, arch=arch, trust=trust).to(device)
+    if bankcalib.has_banks(model):
+        from golfpack.foreign.records import rebank_like
+
+        state = rebank_like(state, model.state_dict())
+        batches, label = calib.calibration_batches(bankcalib.LogitsModel(model), source,
+                                                   n_batches, batch_tokens, seq_len, seed,
+                                                   autocast, progress)
+        hs = bankcalib.collect_bank_hessians(model, batches, autocast, progress, label)
+        return state, cfg, model, hs, batches
     batches, label = calib.calibration_batches(model, source, n_batches, batch_tokens, seq_len,
                                                seed, autocast, progress)
     hs = calib.collect_hessians(model, batches, autocast, progress, label)
@@ -294,7 +310,7 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
                            calib_tokens=16384, calib_seq_len=1024, seed=0,
                            fit_bits=(4, 5, 6, 7, 8), fit_tol=0.005, sensitivity="family",
                            lqer_rank=0, lqer_top=3, device="auto", log=None,
-                           decoder=True) -> dict:
+                           decoder=True, model_spec=None, trust_arch=False) -> dict:
     """compress --gptq / --fit: validate everything cheap first, then calibrate and pack."""
     from golfpack.hessian.shardread import train_shard_paths
 
@@ -331,10 +347,13 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
         device = "cuda" if torch.cuda.is_available() else "cpu"
     state, cfg, model, hs, batches = calibrate_checkpoint(
         checkpoint, config_path, calib, calib_batches, calib_tokens, calib_seq_len, seed,
-        device, None, progress)
+        device, None, progress, arch=model_spec, trust=trust_arch)
     loss_fn = None
     if fit and sensitivity != "hessian":
-        loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))])
+        from golfpack.hessian.bankcalib import bank_loss_fn, has_banks
+
+        make = bank_loss_fn if has_banks(model) else calibration_loss_fn
+        loss_fn = make(model, batches[: max(1, min(2, len(batches)))])
     data, report = compress_hessian(
         state, cfg, hs, budget, code, scheme_spec, do_fit=fit, codec=codec,
         tokenizer=tokenizer, bits=fit_bits, lqer_rank=lqer_rank,
