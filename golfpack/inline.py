@@ -96,9 +96,12 @@ def script_roots(source: bytes, path: str = "<script>") -> list[str]:
 
 
 def whole_sources(script: bytes, path: str = "<script>") -> dict[str, tuple[bool, str]]:
-    """{module: (is_package, source)} of the whole-module import closure of `script`."""
+    """{module: (is_package, source)} of the whole-module import closure of `script`, with
+    the modules the function-level closure reaches dynamically (a package's lazy
+    `__getattr__`), which no import statement names."""
+    roots = set(script_roots(script, path)) | set(pruned_sources(script, path))
     return {name: (p.name == "__init__.py", p.read_text(encoding="utf-8"))
-            for name, p in closure(script_roots(script, path)).items()}
+            for name, p in closure(sorted(roots)).items()}
 
 
 def pruned_sources(script: bytes, path: str = "<script>") -> dict[str, tuple[bool, str]]:
