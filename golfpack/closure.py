@@ -23,7 +23,7 @@ import ast
 import re
 from pathlib import Path
 
-from golfpack.symbols import ModuleInfo
+from golfpack.symbols import ModuleInfo, import_targets
 
 
 class Closure:
@@ -155,9 +155,8 @@ class Closure:
         self.kept[mod].add(index)
         self.todo.append(key)
 
-    def _targets(self, info, unit):
-        from golfpack.symbols import import_targets
-
+    @staticmethod
+    def _targets(info, unit):
         return import_targets(unit.node, info.package)
 
     def _imported(self, info, unit) -> list[str]:

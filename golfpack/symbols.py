@@ -58,7 +58,8 @@ class Unit:
 
 
 def import_targets(node, package: str) -> list[tuple[str, tuple]]:
-    """[(bound name, target)] of one import statement; targets are ("module", M),
+    """[(bound name, target)] of one import statement; targets are ("module", M) (for a
+    plain `import a.b`: ("module", "a", "a.b"), binding `a` and running a.b),
     ("from", M, name) or ("star", M), with relative imports made absolute."""
     if isinstance(node, ast.Import):
         return [(a.asname, ("module", a.name)) if a.asname else
