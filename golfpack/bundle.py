@@ -10,9 +10,10 @@ running the script. Modes:
 The bundle's size is exactly what `golfpack compress --code BUNDLE --no-decoder` counts (the
 default raw code mode counts the file as shipped).
 
-The golf code the script itself runs (its imports of golfpack, golfeval or trainer: the
-encoder at the end of training, the scorer) is carried too, as source, with the import
-closure of those modules (golfpack.inline); the report gives the bytes of each part.
+The golf code the script itself runs (what it calls from golfpack, golfeval or trainer: the
+encoder at the end of training, the scorer) is carried too, as source: by default only the
+functions, classes and constants it reaches (golfpack.closure), or with `whole_modules` the
+import closure of whole modules (golfpack.inline); the report gives the bytes of each part.
 """
 
 from __future__ import annotations
@@ -40,42 +41,71 @@ def prelude(decoder_src: str) -> str:
             "del _s, _t, _g\n")
 
 
-def build_bundle(script, features=None, mode: str = "raw") -> tuple[bytes, dict]:
-    """-> (bundle bytes, {"bytes", "mode", "parts": {script, decoder, golf packages..., glue},
-    "features", "golf_modules"})."""
-    from golfpack.inline import closure, finder_source, script_roots
+def golf_sources(script_src: bytes, path: str, whole_modules: bool = False) -> dict:
+    """{module: (is_package, source)} of the golf code the script runs: the function-level
+    closure (default) or, with `whole_modules`, every module of its import closure."""
+    from golfpack.inline import pruned_sources, whole_sources
+
+    return (whole_sources if whole_modules else pruned_sources)(script_src, path)
+
+
+def build_bundle(script, features=None, mode: str = "raw", *,
+                 whole_modules: bool = False) -> tuple[bytes, dict]:
+    """-> (bundle bytes, {"bytes", "mode", "parts": {script, decoder, golf:<package>...,
+    glue}, "features", "golf_modules", "golf_pruning", "golf_packages": {package:
+    {"modules", "raw_bytes", "minified_bytes"?, "bytes"}}}). In raw mode the parts add up to
+    the file; in minified mode each part is its marginal bytes inside the one wrapper."""
+    from golfpack.inline import PACKAGES, finder_source, module_texts, package_sizes
 
     if mode not in CODE_MODES:
         raise GolfError(f"unknown code mode {mode!r} (use raw or minified)")
     path = os.fspath(script)
     src = read_source(path)
-    modules = closure(script_roots(src, path))
+    sources = golf_sources(src, path, whole_modules)
     future, body = _split_future(src.decode("utf-8"))
     dec = gd.decoder_source(features)
-    inline, sizes = finder_source(modules, minify=mode == "minified") if modules else ("", {})
+    raw_sizes = package_sizes(sources)
+    texts = module_texts(sources, minify=mode == "minified")
+    packages = {k: {"modules": v["modules"], "raw_bytes": v["bytes"]}
+                for k, v in raw_sizes.items()}
     if mode == "raw":
-        out = (future + prelude(dec) + inline + body).encode("utf-8")
+        out = (future + prelude(dec) + finder_source(texts) + body).encode("utf-8")
         parts = {"script": len(src), "decoder": len(repr(dec))}
-        parts.update({f"golf:{k}": v for k, v in sizes.items()})
+        for k, row in packages.items():
+            row["bytes"] = parts[f"golf:{k}"] = row["raw_bytes"]
         parts["glue"] = len(out) - sum(parts.values())
     else:
         small = minify_source(dec.encode("utf-8"), "golf_decode.py").decode("utf-8")
-        out = self_extracting((future + prelude(small) + inline + body).encode("utf-8"), path)[0]
+
+        def wrapped(pkgs) -> bytes:
+            sel = {m: t for m, t in texts.items() if m.split(".")[0] in pkgs}
+            text = future + prelude(small) + finder_source(sel) + body
+            return self_extracting(text.encode("utf-8"), path)[0]
+
         # marginal bytes of each part inside the one shared wrapper
         alone = len(self_extracting(src, path)[0])
-        with_dec = len(self_extracting((future + prelude(small) + body).encode("utf-8"),
-                                       path)[0])
-        parts = {"script": alone, "decoder": with_dec - alone}
-        if modules:
-            parts["golf"] = len(out) - with_dec
+        prev = len(wrapped(()))
+        parts = {"script": alone, "decoder": prev - alone}
+        done = []
+        for k in [p for p in PACKAGES if p in packages]:
+            done.append(k)
+            out = wrapped(done)
+            row = packages[k]
+            row["minified_bytes"] = package_sizes(
+                {m: t for m, t in texts.items() if m.split(".")[0] == k})[k]["bytes"]
+            row["bytes"] = parts[f"golf:{k}"] = len(out) - prev
+            prev = len(out)
+        out = wrapped(PACKAGES)
         parts["glue"] = 0
     feats = sorted(gd.FEATURES if features is None else features)
     return out, {"bytes": len(out), "mode": mode, "parts": parts, "features": feats,
-                 "golf_modules": list(modules)}
+                 "golf_modules": list(sources),
+                 "golf_pruning": "whole-modules" if whole_modules else "functions",
+                 "golf_packages": packages}
 
 
 def write_bundle(script, out_path, artifact=None, mode: str = "raw", force: bool = False,
-                 max_params: int | None = None) -> dict:
+                 max_params: int | None = None, *, whole_modules: bool = False) -> dict:
     """Write the bundle of `script` (decoder pruned to `artifact` when given)."""
     from golfpack.fileio import atomic_write_bytes, refuse_same_file
 
@@ -86,7 +116,7 @@ def write_bundle(script, out_path, artifact=None, mode: str = "raw", force: bool
 
         refuse_same_file(artifact, out_path)
         features = gd.features_of(load_artifact(artifact))
-    data, report = build_bundle(script, features, mode)
+    data, report = build_bundle(script, features, mode, whole_modules=whole_modules)
     atomic_write_bytes(out_path, data, force=force)
     report.update(script=os.fspath(script), output=os.fspath(out_path),
                   artifact=None if artifact is None else os.fspath(artifact))

@@ -1,8 +1,11 @@
-"""The golf code a script runs, carried inside its bundle: the import closure of the golf
-modules the script imports (every golfpack/golfeval/trainer module reachable through any
-import, at module level or inside functions, plus each one's parent packages), embedded as
-source and served by a meta-path finder placed first, so what runs is exactly what is
-counted. Whole modules are carried, not single functions: an over-count, never an under-count.
+"""The golf code a script runs, carried inside its bundle as source served by a meta-path
+finder placed first, so what runs is exactly what is counted.
+
+Two ways to choose that code: `pruned_sources`, the function-level closure of what the
+script calls (golfpack.closure, the default), and `whole_sources`, the import closure of the
+golf modules it imports (every golfpack/golfeval/trainer module reachable through any
+import, at module level or inside functions, plus parent packages, carried whole): the
+fallback `--whole-modules`, an over-count, never an under-count.
 
 Modules that read files beside their source are served through the loader's get_source
 (golfpack.decoder reads its template that way); other data files are not carried.
@@ -92,16 +95,53 @@ def script_roots(source: bytes, path: str = "<script>") -> list[str]:
     return sorted(m for m in found if m.split(".")[0] in PACKAGES and module_file(m))
 
 
-def finder_source(modules: dict[str, Path], minify: bool = False) -> tuple[str, dict]:
-    """The prelude serving `modules` -> (source, {package: bytes of its modules' text})."""
+def whole_sources(script: bytes, path: str = "<script>") -> dict[str, tuple[bool, str]]:
+    """{module: (is_package, source)} of the whole-module import closure of `script`, with
+    the modules the function-level closure reaches dynamically (a package's lazy
+    `__getattr__`), which no import statement names."""
+    roots = set(script_roots(script, path)) | set(pruned_sources(script, path))
+    return {name: (p.name == "__init__.py", p.read_text(encoding="utf-8"))
+            for name, p in closure(sorted(roots)).items()}
+
+
+def pruned_sources(script: bytes, path: str = "<script>") -> dict[str, tuple[bool, str]]:
+    """{module: (is_package, source)} of the golf functions `script` runs (golfpack.closure)."""
+    from golfpack.closure import function_closure
+
+    try:
+        text = script.decode("utf-8")
+        return function_closure(text, path, root=ROOT, packages=PACKAGES, data=DATA)
+    except SyntaxError as exc:
+        raise GolfError(f"{path}: syntax error on line {exc.lineno}") from None
+
+
+def _data_modules() -> set[str]:
+    return {d for ds in DATA.values() for d in ds}
+
+
+def module_texts(sources: dict[str, tuple[bool, str]], minify: bool = False) -> dict:
+    """{module: (is_package, text as carried)}: minified when asked (data modules, which are
+    read rather than run, stay verbatim)."""
     from golfpack.accounting import minify_source
 
-    table, sizes = {}, {}
-    for name, path in modules.items():
-        text = path.read_bytes()
-        if minify and not name.endswith(".template"):  # the template is read, not run
-            text = minify_source(text, str(path))
-        table[name] = (path.name == "__init__.py", text.decode("utf-8"))
-        top = name.split(".")[0]
-        sizes[top] = sizes.get(top, 0) + len(text)
-    return FINDER % repr(table), sizes
+    out = {}
+    for name, (is_pkg, text) in sources.items():
+        if minify and text and name not in _data_modules():
+            text = minify_source(text.encode("utf-8"), name).decode("utf-8")
+        out[name] = (is_pkg, text)
+    return out
+
+
+def finder_source(texts: dict[str, tuple[bool, str]]) -> str:
+    """The prelude serving `texts` (module_texts) from inside the bundle."""
+    return FINDER % repr(texts) if texts else ""
+
+
+def package_sizes(texts: dict[str, tuple[bool, str]]) -> dict[str, dict]:
+    """{package: {"modules", "bytes"}} of the carried module texts (UTF-8 bytes)."""
+    out = {}
+    for name, (_, text) in texts.items():
+        row = out.setdefault(name.split(".")[0], {"modules": 0, "bytes": 0})
+        row["modules"] += 1
+        row["bytes"] += len(text.encode("utf-8"))
+    return out

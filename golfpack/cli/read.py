@@ -82,22 +82,27 @@ def decoder_cmd(output, artifact, code_mode, force, as_json):
 @click.option("--code-mode", type=click.Choice(CODE_MODES), default="raw", show_default=True,
               help="raw: script verbatim + decoder prelude; minified: one self-extracting "
                    "wrapper of both.")
+@click.option("--whole-modules", is_flag=True,
+              help="Carry every golf module the script imports, whole, instead of only the "
+                   "functions it calls.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
-def bundle_cmd(script, output, artifact, code_mode, force, as_json):
+def bundle_cmd(script, output, artifact, code_mode, whole_modules, force, as_json):
     """Write SCRIPT and the golf decoder as one submittable file. SCRIPT reads its artifact
     with `from golf_decode import load`; running the bundle behaves like running SCRIPT, and
-    its size is what `golfpack compress --code OUTPUT --no-decoder` counts. Golf modules
-    SCRIPT imports (encoder, scorer) are carried inside it with their imports.
+    its size is what `golfpack compress --code OUTPUT --no-decoder` counts. The golf code
+    SCRIPT calls (encoder, scorer) is carried inside it: the functions, classes and
+    constants it reaches, or whole modules with --whole-modules.
     """
     from golfpack.bundle import write_bundle
 
-    out = write_bundle(script, output, artifact, code_mode, force)
+    out = write_bundle(script, output, artifact, code_mode, force,
+                       whole_modules=whole_modules)
     if as_json:
         emit_json(out)
     else:
         parts = ", ".join(f"{k} {v:,}" for k, v in out["parts"].items())
         click.echo(f"wrote {output}: {out['bytes']:,} bytes ({code_mode}: {parts})")
-        if out["golf_modules"]:
-            click.echo(f"carried {len(out['golf_modules'])} golf modules the script imports "
-                       f"(with their imports): {', '.join(out['golf_modules'])}")
+        for pkg, row in out["golf_packages"].items():
+            click.echo(f"carried {pkg}: {row['modules']} modules, {row['raw_bytes']:,} B "
+                       f"source, {row['bytes']:,} B in the bundle ({out['golf_pruning']})")

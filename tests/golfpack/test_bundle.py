@@ -193,3 +193,76 @@ def test_bundle_of_a_script_that_compresses_at_the_end(tmp_path):
     res = isolated(tmp_path, code, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout == want.stdout
+
+
+QUANTIZES = '''import torch
+
+from golfpack.quant.rows import dequantize, parse_scheme, quantize
+
+w = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+r = quantize(w, parse_scheme("int4:amax"))
+print(int(r.codes.abs().sum()), float(dequantize(r.codes, r.scales).sum()))
+'''
+SCORES = '''import numpy as np
+import torch
+
+from golfeval.score.core import score_tokens
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.emb = torch.nn.Parameter(torch.randn(16, 8, generator=g))
+        self.head = torch.nn.Parameter(torch.randn(8, 16, generator=g))
+
+    def forward(self, idx):
+        return self.emb[idx] @ self.head
+
+
+tokens = np.random.default_rng(0).integers(0, 16, 200).astype(np.int64)
+res = score_tokens(Tiny(), tokens, np.full(199, 2, dtype=np.int64), mode="sliding",
+                   seq_len=32, stride=8, batch=4)
+print(res.val_loss, res.val_bpb, res.scored_tokens)
+'''
+PRUNED = {"encodes": (ENCODES, ["raw"]), "quantizes": (QUANTIZES, ["raw"]),
+          "scores": (SCORES, ["raw", "minified"])}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PRUNED))
+def test_pruned_bundle_runs_like_its_script_and_is_smaller(art, tmp_path, name):
+    """Only the golf functions the script calls are carried: the bundle runs where golf is
+    not importable with the script's output, is smaller than the whole-module bundle, and
+    its size is what inspect counts with --no-decoder."""
+    from test_decoder import isolated  # noqa: PLC0415
+
+    text, modes = PRUNED[name]
+    script = tmp_path / f"{name}.py"
+    script.write_text(text)
+    want = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert want.returncode == 0, want.stderr[-1000:]
+    for mode in modes:
+        out, whole = tmp_path / f"p_{mode}.py", tmp_path / f"w_{mode}.py"
+        r = run("bundle", script, "-o", out, "--code-mode", mode, "--json")
+        assert r.exit_code == 0, r.output
+        rep = json.loads(r.output)
+        r = run("bundle", script, "-o", whole, "--code-mode", mode, "--whole-modules",
+                "--json")
+        assert r.exit_code == 0, r.output
+        wrep = json.loads(r.output)
+        assert rep["golf_pruning"] == "functions" and wrep["golf_pruning"] == "whole-modules"
+        assert rep["bytes"] == out.stat().st_size < whole.stat().st_size == wrep["bytes"]
+        pk = rep["golf_packages"]
+        assert all(pk[k]["raw_bytes"] < wrep["golf_packages"][k]["raw_bytes"] for k in pk)
+        assert sum(rep["parts"].values()) == rep["bytes"] or mode == "minified"
+        assert sum(v["bytes"] for v in pk.values()) == \
+            sum(v for k, v in rep["parts"].items() if k.startswith("golf:"))
+        r = run("inspect", art, "--code", out, "--no-decoder", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["code_bytes"] == out.stat().st_size
+        code = f"import runpy\nrunpy.run_path({str(out)!r}, run_name='__main__')\n"
+        res = isolated(tmp_path, code, tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert res.stdout == want.stdout

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TORCH_FREE = ["golfpack/format", "golfpack/ans/codec.py", "golfpack/ans/rans.py",
               "golfpack/ans/tables.py", "golfpack/ans/fit.py", "golfpack/decoder/__init__.py",
               "golfpack/accounting.py", "golfpack/errors.py", "golfpack/fileio.py",
-              "golfpack/bundle.py", "golfpack/inline.py", "golfpack/cli/read.py",
+              "golfpack/bundle.py", "golfpack/inline.py", "golfpack/closure.py",
+              "golfpack/symbols.py", "golfpack/cli/read.py",
               "golfpack/cli/report.py"]
 BLOCK_TORCH = """
 import importlib.abc, sys
