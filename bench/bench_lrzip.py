@@ -70,11 +70,11 @@ def lrzip_bytes(data: bytes, tmp: Path, threshold_off: bool) -> tuple[int, float
     """-> (compressed bytes, compress seconds, decompress seconds) of `lrzip -z -L 9`."""
     src, dst, back = tmp / "g.bin", tmp / "g.lrz", tmp / "g.out"
     src.write_bytes(data)
-    cmd = ["lrzip", "-z", "-L", "9", "-N", "0", "-q", "-f", "-o", str(dst)] + (["-T"] if threshold_off
-                                                                    else []) + [str(src)]
-    _, tc = timed(subprocess.run, cmd, check=True, capture_output=True)
-    _, td = timed(subprocess.run, ["lrzip", "-d", "-N", "0", "-q", "-f", "-o", str(back), str(dst)],
-                  check=True, capture_output=True)
+    base = ["lrzip", "-N", "0", "-q", "-f"]  # normal priority (lrzip's default is nice 19)
+    cmd = base + ["-z", "-L", "9", "-o", str(dst)] + (["-T"] if threshold_off else [])
+    _, tc = timed(subprocess.run, cmd + [str(src)], check=True, capture_output=True)
+    _, td = timed(subprocess.run, base + ["-d", "-o", str(back), str(dst)], check=True,
+                  capture_output=True)
     assert back.read_bytes() == data
     return dst.stat().st_size, tc, td
 

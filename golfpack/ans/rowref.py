@@ -56,13 +56,13 @@ def _nearest_earlier(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d[np.arange(b - a)[:, None] <= np.arange(b)[None, :] - a] = np.inf  # earlier rows only
         k = min(SCREEN_TOP, b - 1) if scr is not x else 1
         cand = np.argpartition(d, k - 1, axis=1)[:, :k] if k < b else np.argsort(d, 1)[:, :k]
-        for i in range(b - a):
-            c = cand[i][np.isfinite(d[i, cand[i]])]
-            if c.size == 0:
-                continue
-            full = np.abs(x[a + i][None] - x[c]).sum(-1, dtype=np.int64)
-            j = int(np.argmin(full))
-            best[a + i], dist[a + i] = int(c[j]), float(full[j])
+        ok = np.isfinite(np.take_along_axis(d, cand, 1))
+        full = np.abs(x[a:b, None, :] - x[cand]).sum(-1, dtype=np.int64).astype(float)
+        full[~ok] = np.inf
+        j = np.argmin(full, 1)
+        best[a:b] = cand[np.arange(b - a), j]
+        dist[a:b] = full[np.arange(b - a), j]
+    best[~np.isfinite(dist)] = -1
     return best, dist
 
 
