@@ -1,8 +1,8 @@
 """The `ans` codec for integer codes: a fitted context model (golfpack.ans.fit) + rANS.
 
 Payload (all little-endian; FORMAT.md has the exact layout and decoding procedure):
-  u8 version=1, u8 bits, u8 prob_bits, u8 flags (bit0 symmetric tables),
-  varint n_segments, (varint rows, varint cols) per segment,
+  u8 version=1, u8 bits, u8 prob_bits, u8 flags (bit0 symmetric tables, bit1 row refs),
+  varint n_segments, (varint rows, varint cols) per segment, [row references if bit1],
   varint K, varint C, K*C tables, [row classes order-0 if K > 1], [column classes if C > 1],
   rANS block of the codes.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golfpack.ans import rans
+from golfpack.ans import rans, rowref
 from golfpack.ans import tables as ent
 from golfpack.ans.fit import (  # noqa: F401  (Layout and fit_model are part of this API)
     MAX_CLASSES,
@@ -58,6 +58,7 @@ class Parsed:
     map_jobs: list  # [row classes job] if K > 1, [column classes job] if C > 1
     states: np.ndarray
     words: np.ndarray
+    refs: list = ()  # row references [(row, back)] (flags bit 1)
 
     def main_job(self, maps: list[np.ndarray]) -> rans.DecodeJob:
         """The codes' job, given the decoded class maps (same order as map_jobs)."""
@@ -71,14 +72,51 @@ class Parsed:
         return rans.DecodeJob(ctx, self.freqs, self.prob_bits, self.states, self.words)
 
 
-def prepare(codes: np.ndarray, layout: Layout, bits: int, fit: Fit | None = None) -> Prepared:
+def _row_bits(sym: np.ndarray, layout: Layout, fit: Fit, S: int) -> np.ndarray:
+    """Each row's estimated bits under the fitted contexts (smoothed counts)."""
+    ctx = layout.contexts(fit.row_cls, fit.col_cls, fit.C).astype(np.int64)
+    counts = np.bincount(ctx * S + sym, minlength=fit.K * fit.C * S).reshape(-1, S) + 0.5
+    cost = -np.log2(counts / counts.sum(1, keepdims=True)).ravel()[ctx * S + sym]
+    return np.bincount(layout.row_ids(), weights=cost, minlength=layout.n_rows)
+
+
+def prepare(codes: np.ndarray, layout: Layout, bits: int, fit: Fit | None = None,
+            refs="auto") -> Prepared:
+    """Fit the model (unless `fit` is given) and write the payload up to the rANS block.
+    `refs`: "auto" tries coding rows as deltas to earlier rows (golfpack.ans.rowref) and
+    keeps them when the total is smaller; or an explicit [(row, back)] list, or ()."""
     codes = np.asarray(codes).ravel()
     if codes.size != layout.n:
         raise ValueError(f"{codes.size} codes for a layout of {layout.n}")
     qmax = (1 << (bits - 1)) - 1
     if codes.size and int(np.abs(codes.astype(np.int16)).max()) > qmax:
         raise ValueError(f"codes exceed ±{qmax} for int{bits}")
-    fit = fit or fit_model(codes, layout, bits)
+    if isinstance(refs, str):
+        if refs != "auto":
+            raise ValueError(f"refs must be 'auto' or a list of (row, back), not {refs!r}")
+        refs = []
+        if fit is None:
+            fit = fit_model(codes, layout, bits)
+            if layout.n_rows > 1:
+                sym = codes.astype(np.int64) + qmax
+                refs = rowref.choose(codes, layout, qmax, _row_bits(sym, layout, fit, 2 * qmax + 1))
+            if refs:
+                coded = rowref.apply(codes, layout, refs, qmax)
+                fit_r = fit_model(coded, layout, bits)
+                if fit_r.est_bytes + rowref.side_bytes(refs) < fit.est_bytes:
+                    codes, fit = coded, fit_r
+                else:
+                    refs = []
+    else:
+        refs = rowref.check(refs, layout)
+        if refs:
+            codes = rowref.apply(codes, layout, refs, qmax)
+        fit = fit or fit_model(codes, layout, bits)
+    return _prepare_fitted(codes, layout, bits, fit, refs)
+
+
+def _prepare_fitted(codes, layout: Layout, bits: int, fit: Fit, refs) -> Prepared:
+    qmax = (1 << (bits - 1)) - 1
     pb = fit.prob_bits
     S = 2 * qmax + 1
     sym = (codes.astype(np.int16) + qmax).astype(np.uint8)
@@ -88,12 +126,14 @@ def prepare(codes: np.ndarray, layout: Layout, bits: int, fit: Fit | None = None
     levels = table_levels(counts, fit.symmetric, qmax)
     freqs = ent.tables_from_levels(levels, pb)
     w = Writer()
-    for v in (VERSION, bits, pb, 1 if fit.symmetric else 0):
+    for v in (VERSION, bits, pb, (1 if fit.symmetric else 0) | (2 if refs else 0)):
         w.u8(v)
     w.varint(len(layout.shapes))
     for r, c in layout.shapes:
         w.varint(r)
         w.varint(c)
+    if refs:
+        rowref.write(w, refs)
     w.varint(fit.K)
     w.varint(fit.C)
     for lev in levels:
@@ -147,7 +187,7 @@ def parse(payload: bytes | memoryview, max_symbols: int) -> Parsed:
     if version != VERSION:
         r.fail(f"unsupported ans payload version {version}")
     bits, pb, flags = r.u8("bits"), r.u8("prob_bits"), r.u8("flags")
-    if not 2 <= bits <= 8 or not 10 <= pb <= 16 or flags > 1:
+    if not 2 <= bits <= 8 or not 10 <= pb <= 16 or flags > 3:
         r.fail(f"bad parameters bits={bits} prob_bits={pb} flags={flags}")
     qmax = (1 << (bits - 1)) - 1
     n_seg = r.varint("segment count", limit=r.remaining // 2)
@@ -164,6 +204,7 @@ def parse(payload: bytes | memoryview, max_symbols: int) -> Parsed:
             r.fail(f"segments hold more than the {max_symbols} codes declared")
         shapes.append((rows, cols))
     layout = Layout(shapes)
+    refs = rowref.read(r, layout) if flags & 2 else []
     K = r.varint("K", limit=MAX_CLASSES)
     C = r.varint("C", limit=MAX_CLASSES)
     if K < 1 or C < 1 or K * C > MAX_CONTEXTS or (K > 1 and K > layout.n_rows) \
@@ -185,14 +226,17 @@ def parse(payload: bytes | memoryview, max_symbols: int) -> Parsed:
     states, words = ent.read_block(r, layout.n)
     r.expect_end()
     return Parsed(layout, bits, pb, C, ent.tables_from_levels(levels, pb), map_jobs, states,
-                  words)
+                  words, refs)
 
 
 def complete(parsed: Parsed, job: rans.DecodeJob, sym: np.ndarray):
     """-> (int8 codes, layout, bits, ideal bits per segment)."""
     qmax = (1 << (parsed.bits - 1)) - 1
     seg = segment_bits(parsed.layout, job.contexts, sym, job.freqs, job.prob_bits)
-    return (sym - qmax).astype(np.int8), parsed.layout, parsed.bits, seg
+    codes = (sym - qmax).astype(np.int8)
+    if parsed.refs:
+        codes = rowref.undo(codes, parsed.layout, parsed.refs, qmax)
+    return codes, parsed.layout, parsed.bits, seg
 
 
 def decode(payload: bytes | memoryview, max_symbols: int):

@@ -208,17 +208,24 @@ def ans(b, n, shapes):
     """An ans payload -> n int8 codes of the matrices `shapes` [(rows, cols)]."""
     r = R(b, "ans stream")
     ver, nb, P, fl = r.take(4)
-    ck(ver == 1 and 1 < nb < 9 and 9 < P < 17 and fl < 2 and r.v() == len(shapes) and
+    ck(ver == 1 and 1 < nb < 9 and 9 < P < 17 and fl < 4 and r.v() == len(shapes) and
        all((r.v(), r.v()) == s for s in shapes), "ans: bad layout")
     q = (1 << nb - 1) - 1
     nr, nc = (sum(s[k] for s in shapes) for k in (0, 1))
+    st, g, rf = np.cumsum([0] + [a for a, _ in shapes]), -1, []  # first row of each matrix
+    for _ in range(r.v(nr) if fl & 2 else 0):  # row references: (gap, back)
+        g += 1 + r.v(nr)
+        b = r.v(nr)
+        k = st.searchsorted(g, "right") - 1
+        ck(g < nr and 0 < b <= g - st[k], "ans: bad row reference")
+        rf.append((g, b, k))
     K, C = r.v(64), r.v(64)
     ck(K and C and K * C < 257 and (K < 2 or K <= nr) and (C < 2 or C <= nc)
        and (K * C + 1) << P <= 16 * n + 65536, "ans: bad classes")
     F = []
     for _ in range(K * C):
-        m = tab(r, q + 1 if fl else 2 * q + 1)
-        F.append(norm(np.concatenate([m[:0:-1], m]) if fl else m, P))  # symmetric: mirrored
+        m = tab(r, q + 1 if fl & 1 else 2 * q + 1)
+        F.append(norm(np.concatenate([m[:0:-1], m]) if fl & 1 else m, P))  # symmetric: mirrored
     cls = [rans(r, np.zeros(k, I64), [norm(tab(r, A), P)], P, k) if A > 1 else np.zeros(k, I64)
            for k, A in ((nr, K), (nc, C))]
     ctx, r0, c0 = [np.zeros(0, I64)], 0, 0
@@ -227,6 +234,11 @@ def ans(b, n, shapes):
         r0, c0 = r0 + a, c0 + c
     o = rans(r, np.concatenate(ctx), F, P, n)
     ck(not r.left(), "ans: trailing data")
+    of = np.cumsum([0] + [a * c for a, c in shapes])
+    for g, b, k in rf:  # a referenced row holds its delta mod 2q+1 to row g - b
+        c = shapes[k][1]
+        i = of[k] + (g - st[k]) * c
+        o[i:i + c] = (o[i:i + c] + o[i - b * c:i - b * c + c] - q) % (2 * q + 1)
     return (o - q).astype("i1").tobytes()
 
 

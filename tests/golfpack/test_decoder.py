@@ -360,3 +360,45 @@ def test_codec_auto_is_net_of_decoder_cost(mode):
     assert all(v["net"] is None or v["net"] >= 0 for v in net.values() if v["kept"])
     assert rep["total_bytes"] <= len(gross) + gd.decoder_bytes(gross_feats, mode)
     assert rep["decoder_bytes"] == gd.decoder_bytes(gd.features_of(parse_artifact(data)), mode)
+
+
+def _twin_rows_artifact() -> bytes:
+    """An int6 embedding whose second half are near-twins of its first rows: its ans stream
+    carries row references (flags bit 1)."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(128, 48, generator=g)
+    w[64:] = w[torch.arange(64) % 8] + 0.02 * torch.randn(64, 48, generator=g)
+    data, _ = encode_artifact(quantize_state_dict({"emb.weight": w}, SPEC6), CONFIG,
+                              codec="ans")
+    return data
+
+
+def test_ans_row_references_agree():
+    from golfpack.ans.codec import parse
+
+    data = _twin_rows_artifact()
+    art = parse_artifact(data)
+    s = next(s for s in art.streams if s.codec == "ans")
+    assert len(parse(art._payload(s), s.raw_len).refs) >= 32
+    _check(data)
+    _check(data, decoder_module(gd.features_of(art)))
+
+
+def test_ans_hostile_row_references_agree():
+    """Every byte of the reference list replaced (and the stream resealed): golfpack's
+    reader and the decoder refuse alike, or decode alike."""
+    from golfpack.format.layout import digest as dg
+
+    data = _twin_rows_artifact()
+    art = parse_artifact(data)
+    body, payloads = _split(data)
+    s = next(s for s in art.streams if s.codec == "ans")
+    base = s.offset - art.streams[0].offset
+    seen = set()
+    for pos in range(6, 16):  # the count and the first (gap, back) pairs
+        for v in (0, 1, 64, 127, 200):
+            p = bytearray(payloads)
+            p[base + pos] = v
+            new = dg(bytes(p[base:base + s.stored_len]))
+            seen.add(_agree(_reseal(body.replace(s.checksum, new), bytes(p))))
+    assert "refused" in seen
