@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from golfpack import decoder as gd
-from golfpack.accounting import CODE_MODES, minify_source, read_source, self_extracting
+from golfpack.accounting import CODE_MODES, read_source, self_extracting, source_text
 from golfpack.errors import GolfError
 
 MODULE = "golf_decode"
@@ -50,7 +50,7 @@ def build_bundle(script, features=None, mode: str = "raw") -> tuple[bytes, dict]
     path = os.fspath(script)
     src = read_source(path)
     modules = closure(script_roots(src, path))
-    future, body = _split_future(src.decode("utf-8"))
+    future, body = _split_future(source_text(src, path))
     dec = gd.decoder_source(features)
     inline, sizes = finder_source(modules, minify=mode == "minified") if modules else ("", {})
     if mode == "raw":
@@ -59,7 +59,7 @@ def build_bundle(script, features=None, mode: str = "raw") -> tuple[bytes, dict]
         parts.update({f"golf:{k}": v for k, v in sizes.items()})
         parts["glue"] = len(out) - sum(parts.values())
     else:
-        small = minify_source(dec.encode("utf-8"), "golf_decode.py").decode("utf-8")
+        small = gd.minified_source(features)
         out = self_extracting((future + prelude(small) + inline + body).encode("utf-8"), path)[0]
         # marginal bytes of each part inside the one shared wrapper
         alone = len(self_extracting(src, path)[0])

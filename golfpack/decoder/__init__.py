@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 
-from golfpack.accounting import CODE_MODES, self_extracting
+from golfpack.accounting import CODE_MODES, latin1_literal, self_extracting
 from golfpack.errors import GolfError
 
 # sections of the template, in the order they appear
@@ -81,12 +81,34 @@ def features_of_report(report: dict) -> set[str]:
     return feats & set(FEATURES)
 
 
+def minified_source(features=None) -> str:
+    """The decoder's source minified (python-minifier, literals not hoisted: smaller once
+    compressed, measured)."""
+    return _minified(None if features is None else frozenset(features))
+
+
+@functools.lru_cache(maxsize=64)
+def _minified(features: frozenset | None) -> str:
+    import python_minifier
+
+    return python_minifier.minify(decoder_source(features), filename="golf_decode.py",
+                                  rename_globals=False, remove_literal_statements=True,
+                                  hoist_literals=False)
+
+
+def wrapper_compressors(features=None) -> tuple[str, ...]:
+    """What the decoder's self-extracting wrapper may decompress with: lzma (standard
+    library), and brotli only when the decoder needs brotli anyway."""
+    return ("lzma", "brotli") if features is None or "brotli" in features else ("lzma",)
+
+
 @functools.lru_cache(maxsize=64)
 def _file(features: frozenset | None, mode: str) -> bytes:
     src = decoder_source(features).encode("utf-8")
     if mode == "raw":
         return src
-    return self_extracting(src, "golf_decode.py")[0]
+    return self_extracting(src, "golf_decode.py", wrapper_compressors(features),
+                           small=_minified(features).encode("utf-8"))[0]
 
 
 def decoder_file(features=None, mode: str = "raw") -> bytes:
@@ -102,7 +124,7 @@ def decoder_bytes(features=None, mode: str = "raw") -> int:
 
 def feature_costs(features, mode: str = "raw", estimate: bool = False) -> dict[str, int]:
     """Bytes each feature adds to the decoder of `features` (what dropping it would save).
-    `estimate` (minified mode): from the brotli+base85 size of the source without docstrings
+    `estimate` (minified mode): from the compressed size of the source without docstrings
     instead of the real wrapper: ~0.2 s instead of ~1 s a build, within ~20% (measured)."""
     feats = frozenset(features)
     size = _estimated_bytes if estimate and mode == "minified" else decoder_bytes
@@ -113,7 +135,7 @@ def feature_costs(features, mode: str = "raw", estimate: bool = False) -> dict[s
 @functools.lru_cache(maxsize=256)
 def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
     import ast
-    import base64
+    import lzma
 
     import brotli
 
@@ -123,7 +145,10 @@ def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body and \
                 isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             node.body = body[1:] or [ast.Pass()]
-    return len(base64.b85encode(brotli.compress(ast.unparse(tree).encode(), quality=11)))
+    small = ast.unparse(tree).encode()
+    packed = brotli.compress(small, quality=11) if "brotli" in wrapper_compressors(features) \
+        else lzma.compress(small, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME)
+    return len(latin1_literal(packed)) + 60  # the wrapper around the literal
 
 
 def decoder_features(source: bytes) -> set[str] | None:
@@ -136,14 +161,22 @@ def decoder_features(source: bytes) -> set[str] | None:
     return set(m.group(1).split()) if m else None
 
 
+_WRAPPED = re.compile(r"""(lzma|brotli)\.decompress\((?:base64\.b85decode\(b"([^"]*)"\)|"""
+                      r"""bytes\(('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"),'l1'\))\)""")
+
+
 def _unwrap(source: bytes) -> str:
+    """The source with the payloads of the self-extracting wrappers in it appended (base85
+    or latin-1 literals), never running anything."""
+    import ast
     import base64
     import lzma
 
-    text = source.decode("utf-8", "replace")
-    for m in re.finditer(r'(lzma|brotli)\.decompress\(base64\.b85decode\(b"([^"]*)"\)\)', text):
+    text = source.decode("latin-1")  # one character per byte: the wrapper's literal intact
+    for m in _WRAPPED.finditer(text):
         try:
-            raw = base64.b85decode(m.group(2))
+            raw = base64.b85decode(m.group(2)) if m.group(2) is not None else \
+                ast.literal_eval(m.group(3)).encode("latin-1")
             if m.group(1) == "lzma":
                 inner = lzma.decompress(raw)
             else:
