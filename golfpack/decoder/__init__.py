@@ -23,11 +23,12 @@ from golfpack.errors import GolfError
 # sections of the template, in the order they appear
 CODEC_FEATURES = ("zlib", "zstd", "lzma", "brotli", "ans")
 TRANSFORM_FEATURES = ("shuffle", "bitpack")
-KIND_FEATURES = ("quant", "float", "raw", "lqer")
+KIND_FEATURES = ("quant", "float", "raw", "lqer", "bank")  # bank: slices `name[i]` stacked
 FEATURES = CODEC_FEATURES + TRANSFORM_FEATURES + KIND_FEATURES
 API = "load(path, max_params=MAX_PARAMS) -> (state_dict, config); GolfDecodeError"
 _OPEN = re.compile(r"# <(\w+)")
 _CLOSE = re.compile(r"# (\w+)>")
+_SLICE = re.compile(r"(.+)\[(\d+)\]", re.S)  # a bank slice name (golfpack.quant.banks)
 
 
 def template_text() -> str:
@@ -66,16 +67,21 @@ def _squeeze_blank_lines(text: str) -> str:
 
 
 def features_of(art) -> set[str]:
-    """What a parsed artifact needs: its header codec, stream codecs and transforms, and the
-    kinds of its entries (unknown kinds are left out: no decoder can rebuild them)."""
+    """What a parsed artifact needs: its header codec, stream codecs and transforms, the
+    kinds of its entries (unknown kinds are left out: no decoder can rebuild them), and
+    bank when it holds bank slices."""
     feats = {art.header_codec} | {s.codec for s in art.streams} | \
         {s.transform for s in art.streams} | {e.kind for e in art.entries}
+    if any(_SLICE.fullmatch(e.name) for e in art.entries):
+        feats.add("bank")
     return feats & set(FEATURES)
 
 
 def features_of_report(report: dict) -> set[str]:
     """features_of for an artifact report (golfpack.accounting.artifact_report)."""
     feats = {report.get("header_codec") or "zlib"} | {t["kind"] for t in report["tensors"]}
+    if any(_SLICE.fullmatch(t["name"]) for t in report["tensors"]):
+        feats.add("bank")
     for s in report["streams"]:
         feats |= {s["codec"], s["transform"]}
     return feats & set(FEATURES)

@@ -276,7 +276,8 @@ def intn(sc):
 
 
 def load(path, max_params=MAX_PARAMS):
-    """-> (state_dict, config) of the artifact at path, exactly as `golfpack unpack`."""
+    """-> (state_dict, config) of the artifact at path, exactly as `golfpack unpack` (each
+    tensor in the dtype it had when compressed)."""
     try:
         with open(path, "rb") as fh:
             d = fh.read()
@@ -364,8 +365,35 @@ def parse(d, max_params=MAX_PARAMS):
     for nm, kd, dt, sh, ne, sc, mt, pt in es.values():
         g = {k: np.frombuffer(cs[si], NP[pd], ln // np.dtype(NP[pd]).itemsize, of)
              for k, (pd, si, of, ln) in pt.items()}
-        sd[nm] = build(nm, kd, dt, sh, ne, sc, mt, g)
+        sd[nm] = build(nm, kd, dt, sh, ne, sc, mt, g).to(DT[dt])  # its dtype when compressed
+    # <bank
+    sd = banks(sd)
+    # bank>
     return sd, cfg
+
+
+# <bank
+def banks(sd):
+    """Slices `name[i]` (i = 0..L-1, one shape and dtype) stacked into the bank `name`, where
+    its first slice was."""
+    o = {}
+    for k, v in sd.items():
+        b, _, i = k.rpartition("[")
+        if b and i[-1:] == "]" and i[:-1].isdecimal():
+            i = int(i[:-1])
+            ck(b not in sd and i not in o.setdefault(b, {}), "bad bank " + b)
+            o[b][i] = v
+        else:
+            o[k] = v
+    for b, g in o.items():
+        if type(g) is dict:
+            ck(sorted(g) == [*range(len(g))] and len({(x.shape, x.dtype) for x in g.values()})
+               < 2, "bad bank " + b)
+            o[b] = torch.stack([g[i] for i in range(len(g))])
+    return o
+
+
+# bank>
 
 
 def rng(a, q, nm):
@@ -392,7 +420,7 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
     # <float
     if kd == "float":
         fin(g["data"], nm)
-        return torch.from_numpy(g["data"].copy()).reshape(sh).to(DT[dt])
+        return torch.from_numpy(g["data"].copy()).reshape(sh)
     # float>
     # <raw
     if kd == "raw":
