@@ -34,19 +34,30 @@ _ESCAPES = {0: b"\\0", 10: b"\\n", 13: b"\\r", 92: b"\\\\"}
 
 def latin1_literal(data: bytes) -> bytes:
     """`data` as a Python string literal for a latin-1 source file: bytes(lit, 'l1') == data.
-    NUL, CR, LF, backslash and the quote are escaped (NUL as \\x00 before an octal digit)."""
-    q = min((b"'", b'"'), key=data.count)
-    out = bytearray(q)
+    The shortest of the four quotings: NUL, CR, backslash escaped (NUL as \\x00 before an
+    octal digit); LF escaped unless triple-quoted; a quote escaped where it would end the
+    literal."""
+    return min((_quoted(data, q, triple) for q in b"'\"" for triple in (False, True)), key=len)
+
+
+def _quoted(data: bytes, q: int, triple: bool) -> bytes:
+    out, run = [], 0  # run: unescaped quotes just before (a triple one ends at three)
     for i, b in enumerate(data):
         if b == 0 and i + 1 < len(data) and 48 <= data[i + 1] <= 55:
-            out += b"\\x00"
+            out.append(b"\\x00")
+        elif b == 10 and triple:
+            out.append(b"\n")
         elif b in _ESCAPES:
-            out += _ESCAPES[b]
-        elif b == q[0]:
-            out += b"\\" + q
+            out.append(_ESCAPES[b])
+        elif b == q and (not triple or run == 2):
+            out.append(b"\\" + bytes([q]))
         else:
-            out.append(b)
-    return bytes(out + q)
+            out.append(bytes([b]))
+        run = run + 1 if out[-1] == bytes([q]) else 0
+    for k in range(len(out) - run, len(out)):  # quotes right before the closing ones
+        out[k] = b"\\" + out[k]
+    end = bytes([q]) * (3 if triple else 1)
+    return end + b"".join(out) + end
 
 
 def source_text(raw: bytes, path: str = "<code>") -> str:

@@ -378,17 +378,17 @@ def banks(sd):
     its first slice was."""
     o = {}
     for k, v in sd.items():
-        b, _, i = k.rpartition("[")
-        if b and i[-1:] == "]" and i[:-1].isdecimal():
-            i = int(i[:-1])
-            ck(b not in sd and i not in o.setdefault(b, {}), "bad bank " + b)
-            o[b][i] = v
+        b, _, i = k[:-1].rpartition("[")
+        if k[-1:] == "]" and b and i.isdecimal():
+            g = o.setdefault(b, {})
+            ck(b not in sd and int(i) not in g, "bad bank " + b)
+            g[int(i)] = v
         else:
             o[k] = v
     for b, g in o.items():
-        if type(g) is dict:
-            ck(sorted(g) == [*range(len(g))] and len({(x.shape, x.dtype) for x in g.values()})
-               < 2, "bad bank " + b)
+        if type(g) is dict:  # unique indices below their count: 0..L-1
+            ck(max(g) < len(g) and len({(x.shape, x.dtype) for x in g.values()}) < 2,
+               "bad bank " + b)
             o[b] = torch.stack([g[i] for i in range(len(g))])
     return o
 
