@@ -29,6 +29,7 @@ CODE_MODES = ("raw", "minified")
 # the payload is a latin-1 string literal (one byte per byte, a few escaped) in a file that
 # declares latin-1: ~2% over the compressed bytes where base85 adds 25%
 _WRAPPER = b"#coding:l1\nimport %s;exec(%s.decompress(bytes(%s,'l1')))"
+_LZMA_TUNINGS = [(3, 2, 273), (3, 0, 273), (3, 0, 64), (0, 0, 64), (1, 0, 64)]  # lc, pb, nice
 _ESCAPES = {0: b"\\0", 10: b"\\n", 13: b"\\r", 92: b"\\\\"}
 
 
@@ -100,9 +101,11 @@ def self_extracting(source: bytes, path: str = "<code>", compressors=("lzma", "b
     `small`: the already minified source."""
     small = minify_source(source, path) if small is None else small
     packed = {}
-    if "lzma" in compressors:
-        packed["lzma"] = lzma.compress(small, format=lzma.FORMAT_ALONE,
-                                       preset=9 | lzma.PRESET_EXTREME)
+    if "lzma" in compressors:  # the header carries lc/pb and the dictionary size: free to tune
+        packed["lzma"] = min((lzma.compress(small, format=lzma.FORMAT_ALONE, filters=[{
+            "id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": lc, "lp": 0,
+            "pb": pb, "nice_len": nice, "dict_size": 0x1010101}])  # (no NUL byte to escape)
+            for lc, pb, nice in _LZMA_TUNINGS), key=len)
     if "brotli" in compressors:
         import brotli
 
