@@ -415,3 +415,14 @@ def test_codec_auto_is_net_of_decoder_cost(mode):
     assert all(v["net"] is None or v["net"] >= 0 for v in net.values() if v["kept"])
     assert rep["total_bytes"] <= len(gross) + gd.decoder_bytes(gross_feats, mode)
     assert rep["decoder_bytes"] == gd.decoder_bytes(gd.features_of(parse_artifact(data)), mode)
+
+
+def test_wrapper_needs_brotli_only_when_the_decoder_does():
+    """The self-extracting decoder: lzma (standard library) unless brotli is one of its
+    features anyway; its features are read back from it without running it."""
+    small = gd.decoder_file({"zstd", "quant"}, "minified")
+    assert small.startswith(b"#coding:l1\nimport lzma;")
+    assert gd.decoder_features(small) == {"zstd", "quant"}
+    full = gd.decoder_file(None, "minified")
+    assert gd.decoder_features(full) == set(gd.FEATURES)
+    assert len(full) < len(gd.decoder_file(None, "raw")) // 3
