@@ -83,7 +83,7 @@ def live(quick: bool = True) -> dict:
     mod = types.ModuleType("golf_decode")
     exec(compile(gd.decoder_source(gd.features_of(art)), "golf_decode.py", "exec"), mod.__dict__)
     t0 = time.perf_counter()
-    want = parse_artifact(data).state_dict()
+    want = parse_artifact(data).state_dict(original_dtypes=True)  # what unpack writes
     t1 = time.perf_counter()
     got, _ = mod.parse(data)
     t2 = time.perf_counter()

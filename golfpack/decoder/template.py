@@ -309,7 +309,7 @@ def parse(d, max_params=MAX_PARAMS):
         ck(s[1] < 6 and s[2] < 3 and s[0] not in [x[0] for x in ss], "bad stream " + s[0])
         ss.append(s)
     raw = sum(s[4] for s in ss)
-    ck(raw <= 8 * lim, f"{raw} bytes > 8 per param of {lim}")
+    ck(raw <= 8 * lim, f"{raw} bytes: over 8 per param of {lim} params")
     es = {}
     for _ in range(r.v(r.left() // 8)):
         nm, kd, dt = r.t(4096), r.t(64), r.u8()
