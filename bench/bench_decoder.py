@@ -10,7 +10,7 @@ Two parts:
      sandbox; their artifact bytes are the recorded ones, the decoder bytes are measured now.
 Writes bench/results/decoder.json.
 
-    .venv/bin/python bench/bench_decoder.py [--live quick|full]
+    .venv/bin/python bench/bench_decoder.py [--live quick|full] [--baseline OLD_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -40,6 +40,29 @@ def load(path):
 '''
 
 
+# typical feature sets: what `--for ARTIFACT` keeps for artifacts golfpack writes
+KINDS = {"quant", "float", "raw"}
+SETS = {
+    "full": None,
+    "zstd only": {"zstd"} | KINDS,
+    "brotli only": {"brotli"} | KINDS,
+    "ans+brotli (typical auto)": {"ans", "brotli", "shuffle"} | KINDS,
+    "ans+lqer": {"ans", "brotli", "shuffle", "lqer"} | KINDS,
+    "ans+brotli+bank (a record's banks)": {"ans", "brotli", "shuffle", "bank"} | KINDS,
+    "ans+brotli+zstd+lzma (1.53M auto)": {"ans", "brotli", "zstd", "lzma", "shuffle",
+                                          "bitpack"} | KINDS,
+}
+
+
+def decoder_sizes(gd, feats) -> dict:
+    """Raw source and minified self-extracting wrapper bytes of the decoder of `feats`
+    (features golfpack.decoder does not know, e.g. bank before it existed, are dropped)."""
+    feats = None if feats is None else feats & set(gd.FEATURES)
+    return {"raw_bytes": gd.decoder_bytes(feats, "raw"),
+            "minified_bytes": gd.decoder_bytes(feats, "minified"),
+            "features": sorted(gd.FEATURES if feats is None else feats)}
+
+
 def live(quick: bool = True) -> dict:
     """Encode the synthetic stack (bench_compress's trained-like weights) and decode it with
     golfpack and with the standalone decoder: seconds, and whether the tensors are equal."""
@@ -60,7 +83,7 @@ def live(quick: bool = True) -> dict:
     mod = types.ModuleType("golf_decode")
     exec(compile(gd.decoder_source(gd.features_of(art)), "golf_decode.py", "exec"), mod.__dict__)
     t0 = time.perf_counter()
-    want = parse_artifact(data).state_dict()
+    want = parse_artifact(data).state_dict(original_dtypes=True)  # what unpack writes
     t1 = time.perf_counter()
     got, _ = mod.parse(data)
     t2 = time.perf_counter()
@@ -74,28 +97,37 @@ def live(quick: bool = True) -> dict:
             "decoder_decode_seconds": round(t2 - t1, 2), "bit_identical": bool(same)}
 
 
+def baseline(checkout: str) -> dict:
+    """decoder_sizes of SETS measured in a subprocess importing `checkout`'s golfpack."""
+    import subprocess
+
+    prog = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_decoder as b\n"
+            "sys.path.insert(0, sys.argv[2]); from golfpack import decoder as gd\n"
+            "print(json.dumps({n: b.decoder_sizes(gd, f) for n, f in b.SETS.items()}))")
+    res = subprocess.run([sys.executable, "-c", prog, str(ROOT / "bench"),
+                          os.path.abspath(checkout)], capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items()
+                                          if k != "PYTHONPATH"})
+    rev = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    return {"checkout": os.path.abspath(checkout), "commit": rev,
+            "decoders": json.loads(res.stdout)}
+
+
 def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--live", choices=["quick", "full"], default=None,
                     help="also encode the synthetic stack and time both decoders on it")
+    ap.add_argument("--baseline", metavar="DIR", default=None,
+                    help="also measure the same sets with the golfpack of another checkout "
+                         "(a worktree of an earlier commit): before/after figures")
     args = ap.parse_args()
     from golfpack import decoder as gd
     from golfpack.accounting import self_extracting
 
-    sets = {
-        "full": None,
-        "ans+brotli (typical auto)": {"ans", "brotli", "shuffle", "quant", "float", "raw"},
-        "ans+brotli+zstd+lzma (1.53M auto)": {"ans", "brotli", "zstd", "lzma", "shuffle",
-                                             "bitpack", "quant", "float", "raw"},
-        "zstd only": {"zstd", "quant", "float", "raw"},
-    }
-    dec = {}
-    for name, feats in sets.items():
-        dec[name] = {"raw_bytes": gd.decoder_bytes(feats, "raw"),
-                     "minified_bytes": gd.decoder_bytes(feats, "minified"),
-                     "features": sorted(gd.FEATURES if feats is None else feats)}
+    dec = {name: decoder_sizes(gd, feats) for name, feats in SETS.items()}
     costs = gd.feature_costs(gd.FEATURES, "minified")
     records_dec = len(self_extracting(RECORDS_DECODER)[0])
     rows = []
@@ -118,6 +150,8 @@ def main() -> None:
     out = {"machine": f"{platform.machine()} CPU (2-core sandbox)", "decoders": dec,
            "feature_costs_minified": costs, "records_decoder_bytes": records_dec,
            "net": rows}
+    if args.baseline:
+        out["baseline"] = baseline(args.baseline)
     if args.live:
         out["live"] = live(args.live == "quick")
         print("live:", json.dumps(out["live"]))
@@ -126,6 +160,13 @@ def main() -> None:
     for name, v in dec.items():
         print(f"decoder {name:<36} raw {v['raw_bytes']:>6,} B  "
               f"minified {v['minified_bytes']:>6,} B")
+    if args.baseline:
+        print(f"baseline ({args.baseline}): the same sets with that checkout's golfpack")
+        for name, v in out["baseline"]["decoders"].items():
+            now = dec[name]["minified_bytes"]
+            print(f"decoder {name:<36} raw {v['raw_bytes']:>6,} B  "
+                  f"minified {v['minified_bytes']:>6,} B  -> now {now:,} B "
+                  f"({now - v['minified_bytes']:+,})")
     print("feature costs (minified):", ", ".join(f"{k} {v}" for k, v in costs.items()))
     print(f"records' decoder: {records_dec} B minified")
     for r in rows:

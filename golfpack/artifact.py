@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from golfpack.ans.codec import Layout
-from golfpack.errors import ArtifactError, read_file
+from golfpack.errors import ArtifactError, GolfError, read_file
 from golfpack.format import codecs, reader
 from golfpack.format.binio import Writer
 from golfpack.format.layout import (  # noqa: F401  (MAGIC, digest: part of this API)
@@ -244,8 +244,13 @@ class Artifact(reader.Artifact):
                 e.parts["data"].group = e.scheme if e.kind == "float" else e.dtype
         return qm
 
-    def state_dict(self) -> dict:
-        """Dequantized float32 tensors by original name; passthrough tensors in their dtype."""
+    def state_dict(self, original_dtypes: bool = False) -> dict:
+        """Dequantized float32 tensors by original name; passthrough tensors in their dtype.
+        `original_dtypes`: every tensor cast to the dtype it had when compressed (what
+        `unpack` writes and the standalone decoder returns: a bf16 tok_emb comes back bf16),
+        bank slices cast before they are stacked."""
+        from golfpack.quant.qmodel import DTYPES
+
         self.decode_all()
         out = {}
         for e in self.entries:
@@ -253,9 +258,14 @@ class Artifact(reader.Artifact):
                 raise ArtifactError(f"entry {e.name!r} has kind {e.kind!r}, which this "
                                     "golfpack cannot rebuild (a newer version wrote it)")
             out[e.name] = reconstruct(self.entry(e))
+            if original_dtypes and e.dtype in DTYPES:
+                out[e.name] = out[e.name].to(DTYPES[e.dtype])
         from golfpack.quant.banks import join_banks  # bank slices -> banks
 
-        return join_banks(out)
+        try:
+            return join_banks(out)
+        except GolfError as exc:
+            raise ArtifactError(str(exc)) from None
 
 
 def load_artifact(path, max_params: int | None = MAX_PARAMS) -> Artifact:

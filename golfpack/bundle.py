@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from golfpack import decoder as gd
-from golfpack.accounting import CODE_MODES, minify_source, read_source, self_extracting
+from golfpack.accounting import CODE_MODES, read_source, self_extracting, source_text
 from golfpack.errors import GolfError
 
 MODULE = "golf_decode"
@@ -62,7 +62,7 @@ def build_bundle(script, features=None, mode: str = "raw", *,
     path = os.fspath(script)
     src = read_source(path)
     sources = golf_sources(src, path, whole_modules)
-    future, body = _split_future(src.decode("utf-8"))
+    future, body = _split_future(source_text(src, path))
     dec = gd.decoder_source(features)
     raw_sizes = package_sizes(sources)
     texts = module_texts(sources, minify=mode == "minified")
@@ -75,7 +75,7 @@ def build_bundle(script, features=None, mode: str = "raw", *,
             row["bytes"] = parts[f"golf:{k}"] = row["raw_bytes"]
         parts["glue"] = len(out) - sum(parts.values())
     else:
-        small = minify_source(dec.encode("utf-8"), "golf_decode.py").decode("utf-8")
+        small = gd.minified_source(features)
 
         def wrapped(pkgs) -> bytes:
             sel = {m: t for m, t in texts.items() if m.split(".")[0] in pkgs}

@@ -170,27 +170,12 @@ def unpack_artifact(path, out_path, force: bool = False, max_params: int = MAX_P
     refuse_existing(out_path, force)
     t0 = time.perf_counter()
     art = load_artifact(path, max_params)
-    state = original_dtypes(art.state_dict(), {e.name: e.dtype for e in art.entries})
+    state = art.state_dict(original_dtypes=True)
     t1 = time.perf_counter()
     save(out_path, state, art.config, force=force)
     return {"artifact": os.fspath(path), "output": os.fspath(out_path), "tensors": len(state),
             "params": sum(int(t.numel()) for t in state.values()),
             "seconds": {"decode": round(t1 - t0, 3), "write": round(time.perf_counter() - t1, 3)}}
-
-
-def original_dtypes(state: dict, dtypes: dict[str, str]) -> dict:
-    """Dequantized tensors cast back to the dtype each had when compressed (a bf16 tok_emb
-    comes back bf16; bank slices give their bank's dtype)."""
-    from golfpack.quant.banks import parse_slice
-    from golfpack.quant.qmodel import DTYPES
-
-    dtypes = dict(dtypes)
-    for name, dt in list(dtypes.items()):
-        p = parse_slice(name)
-        if p is not None:
-            dtypes.setdefault(p[0], dt)
-    return {k: t.to(DTYPES[dtypes[k]]) if k in dtypes and dtypes[k] in DTYPES else t
-            for k, t in state.items()}
 
 
 def order0_bytes(codes: np.ndarray) -> float:

@@ -3,11 +3,12 @@
 A record ships `train_gpt.py` plus any `.py` file of its own folder that the script imports or
 execs. We count: the raw bytes of those files (what `len(code.encode())` of the shipped files
 gives), the payload when the script is a self-extracting wrapper (`exec(<codec>.decompress(
-<base>.b85decode(b"...")))`: the shipped size is the wrapper; the payload is decoded from the
-literal, never executed), and two compressed sizes of the code: golfpack's own minified
-self-extracting wrapper, and the recipe the April records log as `Code size (compressed)`
-(python-minifier without local renaming or literal hoisting, lzma at its default preset,
-base85, a two-line wrapper). Reading a script never runs it.
+<base>.b85decode(b"...")))`, or `bytes("...", "l1")` of a latin-1 literal: the shipped size
+is the wrapper; the payload is decoded from the literal, never executed), and two compressed
+sizes of the code: golfpack's own minified self-extracting wrapper, and the recipe the April
+records log as `Code size (compressed)` (python-minifier without local renaming or literal
+hoisting, lzma at its default preset, base85, a two-line wrapper). Reading a script never
+runs it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class CodeCount:
     script: str | None
     files: list = field(default_factory=list)
     wrapper: dict | None = None  # {"codec", "payload_bytes"} when the script self-extracts
-    minified_bytes: int | None = None  # golfpack's minify + lzma/brotli + b85 wrapper
+    minified_bytes: int | None = None  # golfpack's minify + lzma/brotli + latin-1 wrapper
     minified_method: str | None = None
     recipe_bytes: int | None = None  # the logs' `Code size (compressed)` recipe
     problems: list = field(default_factory=list)
@@ -154,12 +155,20 @@ def unwrap(source: bytes) -> tuple[bytes, str] | None:
             continue
         inner = outer.args[0]
         dec = _func_name(inner.func, aliases).rsplit(".", 1)[-1]
-        if dec not in _DECODERS or not inner.args or not isinstance(inner.args[0], ast.Constant):
+        if not inner.args or not isinstance(inner.args[0], ast.Constant):
             continue
         lit = inner.args[0].value
-        lit = lit.encode("ascii", "replace") if isinstance(lit, str) else lit
+        if dec == "bytes":  # bytes("...", "l1"): a latin-1 literal, one byte per character
+            enc = inner.args[1].value if len(inner.args) == 2 and \
+                isinstance(inner.args[1], ast.Constant) else None
+            if not isinstance(lit, str) or enc not in ("l1", "latin1", "latin-1", "iso-8859-1"):
+                continue
+        elif dec not in _DECODERS:
+            continue
+        else:
+            lit = lit.encode("ascii", "replace") if isinstance(lit, str) else lit
         try:
-            packed = _DECODERS[dec](lit)
+            packed = lit.encode("latin-1") if dec == "bytes" else _DECODERS[dec](lit)
             if codec == "brotli":
                 import brotli
 
@@ -239,7 +248,7 @@ def count_code(folder=None, files=None, compressed: bool = True) -> CodeCount:
             from golfpack.accounting import self_extracting
 
             wrapper, method = self_extracting(code, count.script or "<code>")
-            count.minified_bytes, count.minified_method = len(wrapper), f"minify+{method}+b85"
+            count.minified_bytes, count.minified_method = len(wrapper), f"minify+{method}+l1"
         except Exception as exc:  # minifier missing or the code does not parse
             count.problems.append(f"minified size not computed: {exc}")
     return count

@@ -17,17 +17,18 @@ from __future__ import annotations
 import functools
 import re
 
-from golfpack.accounting import CODE_MODES, self_extracting
+from golfpack.accounting import CODE_MODES, latin1_literal, self_extracting
 from golfpack.errors import GolfError
 
 # sections of the template, in the order they appear
 CODEC_FEATURES = ("zlib", "zstd", "lzma", "brotli", "ans")
 TRANSFORM_FEATURES = ("shuffle", "bitpack")
-KIND_FEATURES = ("quant", "float", "raw", "lqer")
+KIND_FEATURES = ("quant", "float", "raw", "lqer", "bank")  # bank: slices `name[i]` stacked
 FEATURES = CODEC_FEATURES + TRANSFORM_FEATURES + KIND_FEATURES
 API = "load(path, max_params=MAX_PARAMS) -> (state_dict, config); GolfDecodeError"
 _OPEN = re.compile(r"# <(\w+)")
 _CLOSE = re.compile(r"# (\w+)>")
+_SLICE = re.compile(r"(.+)\[(\d+)\]", re.S)  # a bank slice name (golfpack.quant.banks)
 
 
 def template_text() -> str:
@@ -66,19 +67,45 @@ def _squeeze_blank_lines(text: str) -> str:
 
 
 def features_of(art) -> set[str]:
-    """What a parsed artifact needs: its header codec, stream codecs and transforms, and the
-    kinds of its entries (unknown kinds are left out: no decoder can rebuild them)."""
+    """What a parsed artifact needs: its header codec, stream codecs and transforms, the
+    kinds of its entries (unknown kinds are left out: no decoder can rebuild them), and
+    bank when it holds bank slices."""
     feats = {art.header_codec} | {s.codec for s in art.streams} | \
         {s.transform for s in art.streams} | {e.kind for e in art.entries}
+    if any(_SLICE.fullmatch(e.name) for e in art.entries):
+        feats.add("bank")
     return feats & set(FEATURES)
 
 
 def features_of_report(report: dict) -> set[str]:
     """features_of for an artifact report (golfpack.accounting.artifact_report)."""
     feats = {report.get("header_codec") or "zlib"} | {t["kind"] for t in report["tensors"]}
+    if any(_SLICE.fullmatch(t["name"]) for t in report["tensors"]):
+        feats.add("bank")
     for s in report["streams"]:
         feats |= {s["codec"], s["transform"]}
     return feats & set(FEATURES)
+
+
+def minified_source(features=None) -> str:
+    """The decoder's source minified (python-minifier, literals not hoisted: smaller once
+    compressed, measured)."""
+    return _minified(None if features is None else frozenset(features))
+
+
+@functools.lru_cache(maxsize=64)
+def _minified(features: frozenset | None) -> str:
+    import python_minifier
+
+    return python_minifier.minify(decoder_source(features), filename="golf_decode.py",
+                                  rename_globals=False, remove_literal_statements=True,
+                                  hoist_literals=False)
+
+
+def wrapper_compressors(features=None) -> tuple[str, ...]:
+    """What the decoder's self-extracting wrapper may decompress with: lzma (standard
+    library), and brotli only when the decoder needs brotli anyway."""
+    return ("lzma", "brotli") if features is None or "brotli" in features else ("lzma",)
 
 
 @functools.lru_cache(maxsize=64)
@@ -86,7 +113,8 @@ def _file(features: frozenset | None, mode: str) -> bytes:
     src = decoder_source(features).encode("utf-8")
     if mode == "raw":
         return src
-    return self_extracting(src, "golf_decode.py")[0]
+    return self_extracting(src, "golf_decode.py", wrapper_compressors(features),
+                           small=_minified(features).encode("utf-8"))[0]
 
 
 def decoder_file(features=None, mode: str = "raw") -> bytes:
@@ -102,7 +130,7 @@ def decoder_bytes(features=None, mode: str = "raw") -> int:
 
 def feature_costs(features, mode: str = "raw", estimate: bool = False) -> dict[str, int]:
     """Bytes each feature adds to the decoder of `features` (what dropping it would save).
-    `estimate` (minified mode): from the brotli+base85 size of the source without docstrings
+    `estimate` (minified mode): from the compressed size of the source without docstrings
     instead of the real wrapper: ~0.2 s instead of ~1 s a build, within ~20% (measured)."""
     feats = frozenset(features)
     size = _estimated_bytes if estimate and mode == "minified" else decoder_bytes
@@ -113,7 +141,7 @@ def feature_costs(features, mode: str = "raw", estimate: bool = False) -> dict[s
 @functools.lru_cache(maxsize=256)
 def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
     import ast
-    import base64
+    import lzma
 
     import brotli
 
@@ -123,7 +151,10 @@ def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body and \
                 isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             node.body = body[1:] or [ast.Pass()]
-    return len(base64.b85encode(brotli.compress(ast.unparse(tree).encode(), quality=11)))
+    small = ast.unparse(tree).encode()
+    packed = brotli.compress(small, quality=11) if "brotli" in wrapper_compressors(features) \
+        else lzma.compress(small, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME)
+    return len(latin1_literal(packed)) + 60  # the wrapper around the literal
 
 
 def decoder_features(source: bytes) -> set[str] | None:
@@ -136,20 +167,49 @@ def decoder_features(source: bytes) -> set[str] | None:
     return set(m.group(1).split()) if m else None
 
 
-def _unwrap(source: bytes) -> str:
+_B85 = re.compile(r'(lzma|brotli)\.decompress\(base64\.b85decode\(b"([^"]*)"\)\)')
+
+
+def _payloads(source: bytes):
+    """(codec, packed bytes) of each self-extracting wrapper in `source`: base85 literals,
+    and latin-1 literals `codec.decompress(bytes("...", "l1"))` (read with ast)."""
+    import ast
     import base64
+
+    for m in _B85.finditer(source.decode("latin-1")):
+        yield m.group(1), lambda m=m: base64.b85decode(m.group(2))
+    if b"'l1'" not in source:
+        return
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and \
+                n.func.attr == "decompress" and isinstance(n.func.value, ast.Name) and \
+                n.func.value.id in ("lzma", "brotli") and len(n.args) == 1:
+            b = n.args[0]
+            if isinstance(b, ast.Call) and isinstance(b.func, ast.Name) and \
+                    b.func.id == "bytes" and len(b.args) == 2 and \
+                    all(isinstance(x, ast.Constant) and type(x.value) is str for x in b.args) \
+                    and b.args[1].value == "l1":
+                yield n.func.value.id, lambda b=b: b.args[0].value.encode("latin-1")
+
+
+def _unwrap(source: bytes) -> str:
+    """The source with the payloads of the self-extracting wrappers in it appended, never
+    running anything."""
     import lzma
 
-    text = source.decode("utf-8", "replace")
-    for m in re.finditer(r'(lzma|brotli)\.decompress\(base64\.b85decode\(b"([^"]*)"\)\)', text):
+    text = source.decode("latin-1")  # one character per byte
+    for codec, packed in _payloads(source):
         try:
-            raw = base64.b85decode(m.group(2))
-            if m.group(1) == "lzma":
-                inner = lzma.decompress(raw)
+            if codec == "lzma":
+                inner = lzma.decompress(packed())
             else:
                 import brotli
 
-                inner = brotli.decompress(raw)
+                inner = brotli.decompress(packed())
         except Exception:  # noqa: BLE001  (not a payload of ours: keep looking)
             continue
         text += "\n" + _unwrap(inner)

@@ -64,16 +64,16 @@ class R:
             c = s.u8()
             x |= (c & 127) << 7 * k
             if c < 128:
-                ck(x <= lim, f"{s.w}: {x} over limit {lim}")
+                ck(x <= lim, f"{s.w}: {x} > {lim}")
                 return x
-        ck(0, "bad varint in " + s.w)
+        ck(0, "bad " + s.w)
 
     def t(s, lim=1 << 16):
         """text: varint length + UTF-8."""
         try:
             return str(s.take(s.v(lim)), "utf8")
         except UnicodeError:
-            ck(0, "bad text in " + s.w)
+            ck(0, "bad " + s.w)
 
     def a(s, dt, n):
         return np.frombuffer(s.take(n * np.dtype(dt).itemsize), dt).astype(I64)
@@ -82,7 +82,7 @@ class R:
 def js(t):
     try:
         o = json.loads(t) if t else {}
-    except (ValueError, RecursionError):
+    except Exception:  # noqa: BLE001  (bad JSON, too deep)
         o = 0
     ck(type(o) is dict, "bad JSON")
     return o
@@ -106,10 +106,7 @@ def unz(c, b, n):
         elif c == 2:
             import zstandard
 
-            o = b""
-            with zstandard.ZstdDecompressor().stream_reader(b) as z:
-                while len(o) <= n and (k := z.read(n + 1 - len(o))):
-                    o += k
+            o = zstandard.ZstdDecompressor().stream_reader(b).read(n + 1)  # fills or ends
         # zstd>
         # <lzma
         elif c == 3:
@@ -131,7 +128,7 @@ def unz(c, b, n):
             o = 0
     except Exception:  # noqa: BLE001  (each library raises its own errors)
         o = 0
-    ck(o != 0 and len(o) == n, f"codec {c} stream does not decode to {n} bytes")
+    ck(o != 0 and len(o) == n, f"bad codec {c} stream")
     return o
 
 
@@ -145,7 +142,7 @@ def norm(lv, P):
     w = LW[lv]
     k = (w > 0).sum()
     W = w.sum()
-    ck(k <= m, "ans: bad table")
+    ck(k <= m, "bad ans")
     if not k:
         return w
     f = np.where(w > 0, np.maximum(1, (2 * w * m + W) // (2 * W)), 0)
@@ -164,7 +161,7 @@ def tab(r, n):
     if k:
         z = r.v(2 * n + 1)
         lo = -(z + 1 >> 1) if z & 1 else z >> 1
-        ck(0 <= lo <= n - k, "ans: bad table")
+        ck(0 <= lo <= n - k, "bad ans")
         lv[lo:lo + k] = r.a("u1", k)
     return lv
 
@@ -174,7 +171,7 @@ def rans(r, ctx, F, P, n):
     W = r.v(max(n, 1))
     x = r.a("<u4", W)
     wd = r.a("<u2", r.v(r.left() // 2))
-    ck(W and (not n or x.min() >> 16), "ans: bad states")
+    ck(W and (not n or x.min() >> 16), "bad ans")
     M = 1 << P
     S, Q, B = [], [], []  # per context x slot: symbol (-1 = empty table), f, slot - cum
     for f in F:
@@ -194,13 +191,13 @@ def rans(r, ctx, F, P, n):
         out[i[:L]] = S[g]
         y = Q[g] * (y >> P) + B[g]
         j = np.flatnonzero(y < 65536)
-        ck(p + j.size <= wd.size, "ans: truncated")
+        ck(p + j.size <= wd.size, "bad ans")
         y[j] = y[j] << 16 | wd[p:p + j.size]
         p += j.size
         x[:L] = y
         i += 1
     ck(p == wd.size and (not n or (x == 65536).all()) and (out >= 0).all(),
-       "ans: corrupt")
+       "bad ans")
     return out
 
 
@@ -209,7 +206,7 @@ def ans(b, n, shapes):
     r = R(b, "ans stream")
     ver, nb, P, fl = r.take(4)
     ck(ver == 1 and 1 < nb < 9 and 9 < P < 17 and fl < 4 and r.v() == len(shapes) and
-       all((r.v(), r.v()) == s for s in shapes), "ans: bad layout")
+       all((r.v(), r.v()) == s for s in shapes), "bad ans")
     q = (1 << nb - 1) - 1
     nr, nc = (sum(s[k] for s in shapes) for k in (0, 1))
     st, g, rf = np.cumsum([0] + [a for a, _ in shapes]), -1, []  # first row of each matrix
@@ -221,7 +218,7 @@ def ans(b, n, shapes):
         rf.append((g, b, k))
     K, C = r.v(64), r.v(64)
     ck(K and C and K * C < 257 and (K < 2 or K <= nr) and (C < 2 or C <= nc)
-       and (K * C + 1) << P <= 16 * n + 65536, "ans: bad classes")
+       and (K * C + 1) << P <= 16 * n + 65536, "bad ans")
     F = []
     for _ in range(K * C):
         m = tab(r, q + 1 if fl & 1 else 2 * q + 1)
@@ -233,7 +230,7 @@ def ans(b, n, shapes):
         ctx.append((cls[0][r0:r0 + a, None] * C + cls[1][c0:c0 + c]).ravel() << P)
         r0, c0 = r0 + a, c0 + c
     o = rans(r, np.concatenate(ctx), F, P, n)
-    ck(not r.left(), "ans: trailing data")
+    ck(not r.left(), "bad ans")
     of = np.cumsum([0] + [a * c for a, c in shapes])
     for g, b, k in rf:  # a referenced row holds its delta mod 2q+1 to row g - b
         c = shapes[k][1]
@@ -288,7 +285,8 @@ def intn(sc):
 
 
 def load(path, max_params=MAX_PARAMS):
-    """-> (state_dict, config) of the artifact at path, exactly as `golfpack unpack`."""
+    """-> (state_dict, config) of the artifact at path, exactly as `golfpack unpack` (each
+    tensor in the dtype it had when compressed)."""
     try:
         with open(path, "rb") as fh:
             d = fh.read()
@@ -302,7 +300,7 @@ def load(path, max_params=MAX_PARAMS):
 def parse(d, max_params=MAX_PARAMS):
     N = len(d)
     e = 16 + int.from_bytes(d[12:16], "little")
-    ck(d[:12] == b"GOLFPK\r\n\1\0\0\0", "not a golf artifact (version 1)")
+    ck(d[:12] == b"GOLFPK\r\n\1\0\0\0", "not a golf v1 artifact")
     ck(e <= N - 8 and dig(d[:e]) == d[e:e + 8], "header checksum mismatch")
     r = R(d[16:e], "header")
     c = r.u8()
@@ -323,7 +321,7 @@ def parse(d, max_params=MAX_PARAMS):
         ck(s[1] < 6 and s[2] < 3 and s[0] not in [x[0] for x in ss], "bad stream " + s[0])
         ss.append(s)
     raw = sum(s[4] for s in ss)
-    ck(raw <= 8 * lim, f"{raw} content bytes over 8 per param of {lim} params")
+    ck(raw <= 8 * lim, f"{raw} bytes: over 8 per param of {lim} params")
     es = {}
     for _ in range(r.v(r.left() // 8)):
         nm, kd, dt = r.t(4096), r.t(64), r.u8()
@@ -345,29 +343,27 @@ def parse(d, max_params=MAX_PARAMS):
            want == {k: v[0::3] for k, v in pt.items()}), "bad entry " + nm)
         es[nm] = nm, kd, dt, sh, ne, sc, mt, pt
     tot = sum(x[4] for x in es.values())
-    ck(not r.left() and tot <= lim, f"bad header or {tot} params over {lim}")
+    ck(not r.left() and tot <= lim, f"bad header or {tot} params > {lim}")
     o = e + 8
     ck(sum(s[5] for s in ss) == N - o, "bad file size")
     cs = []
     for s in ss:
-        s.append(d[o:o + s[5]])
-        o += s[5]
-        ck(dig(s[8]) == s[6], "checksum mismatch in " + s[0])
+        nm, c, t, w, n, ln = s[:6]
+        b = d[o:o + ln]
+        o += ln
+        ck(dig(b) == s[6], "checksum mismatch in " + nm)
         p = 0
-        for of, ln, _, _, pd in sorted(s[7]):
-            ck(of == p and (s[1] - 5 or pd == 4), "bad tiling of " + s[0])
+        for of, ln, _, _, pd in sorted(s[7]):  # parts tile the stream, ans: codes only
+            ck(of == p and (c - 5 or pd == 4), "bad stream " + nm)
             p += ln
-        ck(p == s[4], "bad tiling of " + s[0])
-    for s in ss:
-        n, c, t, w = s[4], s[1], s[2], s[3]
+        ck(p == n and (t < 2 or 0 < w < 9), "bad stream " + nm)
         # <ans
         if c == 5:
-            ck(t == 0, "bad stream " + s[0])
-            cs.append(ans(s[8], n, [shape(es[x[2]], x[3], x[1]) for x in sorted(s[7])]))
+            ck(t == 0, "bad stream " + nm)
+            cs.append(ans(b, n, [shape(es[x[2]], x[3], x[1]) for x in sorted(s[7])]))
             continue
         # ans>
-        ck(t < 2 or 0 < w < 9, "bad stream " + s[0])
-        b = unz(c, s[8], -(-n // 8) * w if t > 1 else n)
+        b = unz(c, b, -(-n // 8) * w if t > 1 else n)
         if t:
             ck(t in TR, f"transform {t} not in this decoder")
             b = TR[t](b, w, n)
@@ -376,13 +372,40 @@ def parse(d, max_params=MAX_PARAMS):
     for nm, kd, dt, sh, ne, sc, mt, pt in es.values():
         g = {k: np.frombuffer(cs[si], NP[pd], ln // np.dtype(NP[pd]).itemsize, of)
              for k, (pd, si, of, ln) in pt.items()}
-        sd[nm] = build(nm, kd, dt, sh, ne, sc, mt, g)
+        sd[nm] = build(nm, kd, dt, sh, ne, sc, mt, g).to(DT[dt])  # its dtype when compressed
+    # <bank
+    sd = banks(sd)
+    # bank>
     return sd, cfg
+
+
+# <bank
+def banks(sd):
+    """Slices `name[i]` (i = 0..L-1, one shape and dtype) stacked into the bank `name`, where
+    its first slice was."""
+    o = {}
+    for k, v in sd.items():
+        b, _, i = k[:-1].rpartition("[")
+        if k[-1:] == "]" and b and i.isdecimal():
+            g = o.setdefault(b, {})
+            ck(b not in sd and int(i) not in g, "bad bank " + b)
+            g[int(i)] = v
+        else:
+            o[k] = v
+    for b, g in o.items():
+        if type(g) is dict:  # unique indices below their count: 0..L-1
+            ck(max(g) < len(g) and len({(x.shape, x.dtype) for x in g.values()}) < 2,
+               "bad bank " + b)
+            o[b] = torch.stack([g[i] for i in range(len(g))])
+    return o
+
+
+# bank>
 
 
 def rng(a, q, nm):
     """Codes in [-q, q]."""
-    ck(not a.size or abs(a.astype(I64)).max() <= q, "codes out of range in " + nm)
+    ck(not a.size or abs(a.astype(I64)).max() <= q, "bad codes in " + nm)
 
 
 def fin(a, nm):
@@ -404,7 +427,7 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
     # <float
     if kd == "float":
         fin(g["data"], nm)
-        return torch.from_numpy(g["data"].copy()).reshape(sh).to(DT[dt])
+        return torch.from_numpy(g["data"].copy()).reshape(sh)
     # float>
     # <raw
     if kd == "raw":
@@ -416,20 +439,18 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
         k, q = mt.get("rank"), intn(sc)
         ck(len(sh) == 2 and type(k) is int and 0 < k <= min(sh) and q, "bad entry " + nm)
         a, c = sh
-        G = -(-c // 64)
-        want = {"codes": (a * c, (1 << q - 1) - 1), "scales": (a, 0), "lr_a": (a * k, 1),
-                "lr_as": (1, 0), "lr_b": (k * c, 7), "lr_bs": (k * G, 0)}  # size, code limit
-        ck(all(x in g and g[x].size == n and g[x].itemsize == 2 - (m > 0)
-               for x, (n, m) in want.items()), "bad entry " + nm)
-        t = {}
-        for x, (_, m) in want.items():
+        t = []  # codes, scales, lr_a, lr_as, lr_b, lr_bs: shape, code limit (0: fp16)
+        for x, z, m in (("codes", (a, c), (1 << q - 1) - 1), ("scales", (a, 1), 0),
+                        ("lr_a", (a, k), 1), ("lr_as", (1, 1), 0), ("lr_b", (k, c), 7),
+                        ("lr_bs", (k, -(-c // 64)), 0)):
+            v = g.get(x)
+            ck(v is not None and v.size == z[0] * z[1] and v.itemsize == 2 - (m > 0),
+               "bad entry " + nm)
             if m:
-                rng(g[x], m, nm)
-            v = g[x].view("i1" if m else "<f2")
-            t[x] = torch.from_numpy(v.copy() if m else fin(v, nm)).float()
-        base = t["codes"].reshape(a, c) * t["scales"][:, None]
-        A = t["lr_a"].reshape(a, k) * t["lr_as"]
-        B = t["lr_b"].reshape(k, c) * t["lr_bs"].reshape(k, G).repeat_interleave(64, 1)[:, :c]
-        return (base + A @ B).reshape(sh)
+                rng(v, m, nm)
+            v = v.view("i1" if m else "<f2")
+            t.append(torch.from_numpy(v.copy() if m else fin(v, nm)).float().reshape(z))
+        C, S, A, AS, B, BS = t
+        return (C * S + A * AS @ (B * BS.repeat_interleave(64, 1)[:, :c])).reshape(sh)
     # lqer>
     ck(0, f"kind {kd} of {nm} not in this decoder")

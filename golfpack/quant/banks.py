@@ -18,7 +18,7 @@ import torch
 
 from golfpack.errors import GolfError
 
-_SLICE_RE = re.compile(r"^(.+)\[(\d+)\]$")
+_SLICE_RE = re.compile(r"(.+)\[(\d+)\]", re.S)  # whole name (fullmatch), newlines too
 
 
 def is_bank(t: torch.Tensor) -> bool:
@@ -30,7 +30,7 @@ def slice_name(bank: str, i: int) -> str:
 
 
 def parse_slice(name: str) -> tuple[str, int] | None:
-    m = _SLICE_RE.match(name)
+    m = _SLICE_RE.fullmatch(name)
     return (m.group(1), int(m.group(2))) if m else None
 
 
@@ -54,7 +54,10 @@ def join_banks(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for name, t in state.items():
         p = parse_slice(name)
         if p is not None:
-            groups.setdefault(p[0], {})[p[1]] = t
+            if p[0] in state or p[1] in groups.setdefault(p[0], {}):
+                raise GolfError(f"bank {p[0]!r}: slice {p[1]} given twice or a tensor of "
+                                "that name too")
+            groups[p[0]][p[1]] = t
     if not groups:
         return dict(state)
     out = {}

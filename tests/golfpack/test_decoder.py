@@ -70,14 +70,28 @@ def _lqer_entry():
     return lqer_entry(base, lr)
 
 
+def _banked_state():
+    """Banks as the records write them ([L, rows, cols], fp32 and bf16), a bf16 matrix
+    quantized, and one bank slice given its own rule (split_banks names it `qo_bank[1]`)."""
+    g = torch.Generator().manual_seed(7)
+    return {"tok_emb.weight": (torch.randn(64, 32, generator=g) * 0.02).to(torch.bfloat16),
+            "qo_bank": torch.randn(4, 32, 32, generator=g) * 0.02,
+            "mlp_up_bank": (torch.randn(2, 64, 32, generator=g) * 0.02).to(torch.bfloat16),
+            "norm.weight": torch.rand(32, generator=g)}
+
+
+BANK_SPEC = "@control=fp32;qo_bank[1]=int8;qo_bank[3]=fp16;*=int6:amax"
+
+
 def models():
-    """name -> QuantizedModel covering int2..int8, fp16/fp32/raw passthrough and LQER."""
+    """name -> QuantizedModel covering int2..int8, fp16/fp32/raw passthrough, LQER, banks."""
     out = {}
     for bits in range(2, 9):
         out[f"int{bits}"] = quantize_state_dict(
             _state(bits), f"@control=fp32;*.scale=fp16;count=raw;*=int{bits}:amax")
     mixed = quantize_state_dict(_state(), "@control=fp32;@small(100)=fp16;emb*=int8;*=int5")
     out["mixed+lqer"] = QuantizedModel(mixed.entries + [_lqer_entry()])
+    out["banked"] = quantize_state_dict(_banked_state(), BANK_SPEC)
     return out
 
 
@@ -85,7 +99,7 @@ MODELS = models()
 
 
 def _check(data: bytes, mod=FULL):
-    want = parse_artifact(data).state_dict()
+    want = parse_artifact(data).state_dict(original_dtypes=True)  # what `unpack` writes
     got, cfg = mod.parse(data)
     assert cfg == parse_artifact(data).config
     assert list(got) == list(want)
@@ -162,6 +176,46 @@ def test_pruned_decoder_refuses_what_it_lacks():
     assert len(gd.decoder_source({"zstd"})) < len(gd.decoder_source())
 
 
+@pytest.mark.parametrize("codec", ["ans", "zstd"])
+def test_banks_come_back_as_golfpack_unpack_writes_them(tmp_path, codec):
+    from golfpack.checkpoint import load
+    from golfpack.compress import unpack_artifact
+
+    sd = _banked_state()
+    data, _ = encode_artifact(quantize_state_dict(sd, BANK_SPEC), CONFIG, codec=codec)
+    art = parse_artifact(data)
+    assert "bank" in gd.features_of(art) and "qo_bank[3]" in [e.name for e in art.entries]
+    (tmp_path / "m.golf").write_bytes(data)
+    unpack_artifact(tmp_path / "m.golf", tmp_path / "u.safetensors")
+    unpacked, _ = load(tmp_path / "u.safetensors")
+    for mod in (FULL, decoder_module(gd.features_of(art))):
+        got, _ = mod.load(str(tmp_path / "m.golf"))
+        assert list(got) == list(sd) and set(unpacked) == set(sd)
+        for k, t in sd.items():
+            assert got[k].dtype == t.dtype and got[k].shape == t.shape, k
+            assert digest(got[k]) == digest(unpacked[k]), k
+    _check(data)
+
+
+def test_bad_banks_are_refused_by_both_readers():
+    """A file whose slices are not 0..L-1, or name a bank that is also a tensor, or differ
+    in shape: golfpack's reader and the decoder both refuse it in one line."""
+    from golfpack.quant.qmodel import quant_entry
+    from golfpack.quant.rows import parse_scheme
+
+    g = torch.Generator().manual_seed(8)
+
+    def art(shapes):
+        es = [quant_entry(n, torch.randn(*sh, generator=g), parse_scheme("int6"))
+              for n, sh in shapes.items()]
+        return encode_artifact(QuantizedModel(es), CONFIG, codec="zstd")[0]
+
+    assert _agree(art({"b[0]": (4, 8), "b[1]": (4, 8)})) == "ok"
+    for bad in ({"b[0]": (4, 8), "b[2]": (4, 8)}, {"b[0]": (4, 8), "b[1]": (4, 9)},
+                {"b": (4, 8), "b[0]": (4, 8)}, {"b[1]": (4, 8), "b[01]": (4, 8)}):
+        assert _agree(art(bad)) == "refused", bad
+
+
 # ----------------------------------------------------------------------------- isolation
 BLOCKER = """
 import importlib.abc, sys
@@ -225,7 +279,8 @@ def test_decoder_in_an_interpreter_without_golf(tmp_path):
             p = tmp_path / f"{model}-{codec}.golf"
             p.write_bytes(data)
             arts.append(str(p))
-            want[str(p)] = {k: digest(v) for k, v in parse_artifact(data).state_dict().items()}
+            want[str(p)] = {k: digest(v) for k, v in
+                            parse_artifact(data).state_dict(original_dtypes=True).items()}
     good = Path(arts[0]).read_bytes()
     bad = {"trunc.golf": good[:len(good) // 2], "flip.golf": good[:40] + bytes([good[40] ^ 1])
            + good[41:], "junk.golf": b"not an artifact at all"}
@@ -271,7 +326,7 @@ def _agree(data: bytes) -> str:
     """golfpack's reader and the decoder agree: both refuse (one line each), or both load
     the same tensors. -> "ok" or "refused"."""
     try:
-        want = parse_artifact(data).state_dict()
+        want = parse_artifact(data).state_dict(original_dtypes=True)
     except ArtifactError:
         with pytest.raises(FULL.GolfDecodeError) as info:
             FULL.parse(data)
@@ -402,3 +457,14 @@ def test_ans_hostile_row_references_agree():
             new = dg(bytes(p[base:base + s.stored_len]))
             seen.add(_agree(_reseal(body.replace(s.checksum, new), bytes(p))))
     assert "refused" in seen
+
+
+def test_wrapper_needs_brotli_only_when_the_decoder_does():
+    """The self-extracting decoder: lzma (standard library) unless brotli is one of its
+    features anyway; its features are read back from it without running it."""
+    small = gd.decoder_file({"zstd", "quant"}, "minified")
+    assert small.startswith(b"#coding:l1\nimport lzma;")
+    assert gd.decoder_features(small) == {"zstd", "quant"}
+    full = gd.decoder_file(None, "minified")
+    assert gd.decoder_features(full) == set(gd.FEATURES)
+    assert len(full) < len(gd.decoder_file(None, "raw")) // 3

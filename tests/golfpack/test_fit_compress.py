@@ -139,7 +139,7 @@ def test_cli_fit(tiny, tmp_path):
     _write_shard(tmp_path / "fineweb_train_000000.bin",
                  np.random.default_rng(0).integers(0, 128, 5000))
     out = tmp_path / "f.golf"
-    args = ["compress", str(ck), "-o", str(out), "--fit", "--budget", "40000", "--sensitivity",
+    args = ["compress", str(ck), "-o", str(out), "--fit", "--budget", "41000", "--sensitivity",
             "hessian", "--scheme", SPEC, "--calib", str(tmp_path), "--calib-batches", "2",
             "--calib-tokens", "128", "--calib-seq-len", "32", "--json", "--codec", "zlib",
             "--fit-bits", "4,6,8"]
@@ -147,7 +147,7 @@ def test_cli_fit(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     # the decoder a submission ships is code: code + artifact land under the budget
-    assert 0.995 * 40000 <= rep["total_bytes"] <= 40000
+    assert 0.995 * 41000 <= rep["total_bytes"] <= 41000
     assert rep["total_bytes"] == os.path.getsize(out) + rep["decoder_bytes"] > 0
     assert rep["fit"]["allocation"] and rep["fit"]["iterations"]
     r = CliRunner().invoke(main, args)  # never overwrites without --force
@@ -157,13 +157,13 @@ def test_cli_fit(tiny, tmp_path):
     code.write_text("x = 1\n" * 1000)  # 6,000 bytes
     out2 = tmp_path / "g.golf"
     args2 = [*args[:3], str(out2), *args[4:], "--code", str(code)]
-    args2[args2.index("40000")] = "50000"  # room for 6,000 code bytes + the raw decoder
+    args2[args2.index("41000")] = "51000"  # room for 6,000 code bytes + the raw decoder
     r = CliRunner().invoke(main, args2)
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["code_bytes"] == 6000 + rep["decoder_bytes"]
     assert rep["model_bytes"] == os.path.getsize(out2)
-    assert 0.995 * 50000 <= rep["total_bytes"] <= 50000
+    assert 0.995 * 51000 <= rep["total_bytes"] <= 51000
 
 
 def test_impossible_budget_is_a_check_failure(setup):

@@ -250,6 +250,37 @@ def test_minified_wrapper_runs_and_matches(tmp_path):
     assert code_bytes([src], "raw")["code_bytes"] == len(SCRIPT.encode())
 
 
+def test_latin1_literal_round_trips_every_byte():
+    """The wrapper's payload literal: any bytes (NUL before a digit, CR, LF, backslash,
+    quotes, runs of quotes at the end) come back exactly from a latin-1 source file, in
+    each of the four quotings; the shortest is chosen."""
+    from golfpack.accounting import _quoted, latin1_literal
+
+    rng = np.random.default_rng(0)
+    tricky = np.array([0, 10, 13, 92, 39, 34, 48, 55, 56, 128, 133, 255], dtype=np.uint8)
+    cases = [bytes(range(256)) * 2, b"", b"'", b"'" * 3, b'"' * 3 + b'x"', b"\0\0" + b"7",
+             b"a\\"]
+    cases += [bytes(rng.choice(tricky, int(rng.integers(1, 60)))) for _ in range(300)]
+    for data in cases:
+        lits = [_quoted(data, q, t) for q in b"'\"" for t in (False, True)]
+        for lit in lits:
+            code = compile(b"#coding:l1\nbytes(" + lit + b",'l1')", "<lit>", "eval")
+            assert eval(code) == data, (data, lit)
+        assert latin1_literal(data) == min(lits, key=len)
+    big = bytes(rng.integers(0, 256, 4000, dtype=np.uint8))
+    assert len(latin1_literal(big)) < 1.03 * len(big)  # base85 would be 1.25x
+
+
+def test_wrapper_uses_only_the_compressors_allowed(tmp_path):
+    src = b"import sys\nprint('x' * 3, len(sys.argv))\n" * 20
+    wrapper, method = self_extracting(src, compressors=("lzma",))
+    assert method == "lzma" and b"brotli" not in wrapper
+    assert wrapper.startswith(b"#coding:l1\nimport lzma;")
+    (tmp_path / "w.py").write_bytes(wrapper)
+    r = subprocess.run([sys.executable, str(tmp_path / "w.py")], capture_output=True)
+    assert r.returncode == 0 and r.stdout == b"xxx 1\n" * 20
+
+
 def test_code_file_errors(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_bytes(b"\xff\xfe")
