@@ -21,7 +21,7 @@ import torch
 MAX_PARAMS = 1 << 27
 FEATURES = ""  # what this decoder reads (filled in by golfpack)
 # dtype ids 0..9 of the format: numpy layout of a part, torch dtype of a tensor
-NP = ["<f4", "<f2", "<u2", "<f8", "i1", "u1", "<i2", "<i4", "<i8", "u1"]
+NP = ["<" + x for x in "f4 f2 u2 f8 i1 u1 i2 i4 i8 u1".split()]
 DT = [getattr(torch, n) for n in
       "float32 float16 bfloat16 float64 int8 uint8 int16 int32 int64 bool".split()]  # noqa: SIM905
 I64 = np.int64
@@ -31,9 +31,10 @@ class GolfDecodeError(ValueError):
     pass
 
 
-def ck(ok, msg):
+def ck(ok, m=""):
+    """Refuse (one line, whatever a name holds) unless ok: "bad " + what is wrong."""
     if not ok:
-        raise GolfDecodeError(" ".join(msg.split()))  # one line, whatever a name holds
+        raise GolfDecodeError(" ".join(("bad " + m).split()))
 
 
 def dig(b):
@@ -50,7 +51,7 @@ class R:
         return len(s.b) - s.p
 
     def take(s, n):
-        ck(n <= s.left(), "truncated " + s.w)
+        ck(n <= s.left(), s.w)
         s.p += n
         return s.b[s.p - n:s.p]
 
@@ -64,16 +65,16 @@ class R:
             c = s.u8()
             x |= (c & 127) << 7 * k
             if c < 128:
-                ck(x <= lim, f"{s.w}: {x} > {lim}")
+                ck(x <= lim, s.w)
                 return x
-        ck(0, "bad " + s.w)
+        ck(0, s.w)
 
     def t(s, lim=1 << 16):
         """text: varint length + UTF-8."""
         try:
             return str(s.take(s.v(lim)), "utf8")
         except UnicodeError:
-            ck(0, "bad " + s.w)
+            ck(0, s.w)
 
     def a(s, dt, n):
         return np.frombuffer(s.take(n * np.dtype(dt).itemsize), dt).astype(I64)
@@ -84,7 +85,7 @@ def js(t):
         o = json.loads(t) if t else {}
     except Exception:  # noqa: BLE001  (bad JSON, too deep)
         o = 0
-    ck(type(o) is dict, "bad JSON")
+    ck(type(o) is dict, "JSON")
     return o
 
 
@@ -128,7 +129,7 @@ def unz(c, b, n):
             o = 0
     except Exception:  # noqa: BLE001  (each library raises its own errors)
         o = 0
-    ck(o != 0 and len(o) == n, f"bad codec {c} stream")
+    ck(o != 0 and len(o) == n, f"codec {c} stream")
     return o
 
 
@@ -142,15 +143,12 @@ def norm(lv, P):
     w = LW[lv]
     k = (w > 0).sum()
     W = w.sum()
-    ck(k <= m, "bad ans")
+    ck(k <= m, "ans")
     if not k:
         return w
     f = np.where(w > 0, np.maximum(1, (2 * w * m + W) // (2 * W)), 0)
-    r = m - f.sum()
-    if r >= 0:
-        f[f.argmax()] += r
-    for _ in range(-r):
-        f[f.argmax()] -= 1
+    while r := m - f.sum():  # the remainder to the largest, one at a time
+        f[f.argmax()] += np.sign(r)
     return f
 
 
@@ -161,7 +159,7 @@ def tab(r, n):
     if k:
         z = r.v(2 * n + 1)
         lo = -(z + 1 >> 1) if z & 1 else z >> 1
-        ck(0 <= lo <= n - k, "bad ans")
+        ck(0 <= lo <= n - k, "ans")
         lv[lo:lo + k] = r.a("u1", k)
     return lv
 
@@ -171,7 +169,7 @@ def rans(r, ctx, F, P, n):
     W = r.v(max(n, 1))
     x = r.a("<u4", W)
     wd = r.a("<u2", r.v(r.left() // 2))
-    ck(W and (not n or x.min() >> 16), "bad ans")
+    ck(W and (not n or x.min() >> 16), "ans")
     M = 1 << P
     S, Q, B = [], [], []  # per context x slot: symbol (-1 = empty table), f, slot - cum
     for f in F:
@@ -191,13 +189,13 @@ def rans(r, ctx, F, P, n):
         out[i[:L]] = S[g]
         y = Q[g] * (y >> P) + B[g]
         j = np.flatnonzero(y < 65536)
-        ck(p + j.size <= wd.size, "bad ans")
+        ck(p + j.size <= wd.size, "ans")
         y[j] = y[j] << 16 | wd[p:p + j.size]
         p += j.size
         x[:L] = y
         i += 1
     ck(p == wd.size and (not n or (x == 65536).all()) and (out >= 0).all(),
-       "bad ans")
+       "ans")
     return out
 
 
@@ -206,7 +204,7 @@ def ans(b, n, shapes):
     r = R(b, "ans stream")
     ver, nb, P, fl = r.take(4)
     ck(ver == 1 and 1 < nb < 9 and 9 < P < 17 and fl < 4 and r.v() == len(shapes) and
-       all((r.v(), r.v()) == s for s in shapes), "bad ans")
+       all((r.v(), r.v()) == s for s in shapes), "ans")
     q = (1 << nb - 1) - 1
     nr, nc = (sum(s[k] for s in shapes) for k in (0, 1))
     st, g, rf = np.cumsum([0] + [a for a, _ in shapes]), -1, []  # first row of each matrix
@@ -214,11 +212,11 @@ def ans(b, n, shapes):
         g += 1 + r.v(nr)
         b = r.v(nr)
         k = st.searchsorted(g, "right") - 1
-        ck(g < nr and 0 < b <= g - st[k], "ans: bad row reference")
+        ck(g < nr and 0 < b <= g - st[k], "ans row reference")
         rf.append((g, b, k))
     K, C = r.v(64), r.v(64)
     ck(K and C and K * C < 257 and (K < 2 or K <= nr) and (C < 2 or C <= nc)
-       and (K * C + 1) << P <= 16 * n + 65536, "bad ans")
+       and (K * C + 1) << P <= 16 * n + 65536, "ans")
     F = []
     for _ in range(K * C):
         m = tab(r, q + 1 if fl & 1 else 2 * q + 1)
@@ -230,7 +228,7 @@ def ans(b, n, shapes):
         ctx.append((cls[0][r0:r0 + a, None] * C + cls[1][c0:c0 + c]).ravel() << P)
         r0, c0 = r0 + a, c0 + c
     o = rans(r, np.concatenate(ctx), F, P, n)
-    ck(not r.left(), "bad ans")
+    ck(not r.left(), "ans")
     of = np.cumsum([0] + [a * c for a, c in shapes])
     for g, b, k in rf:  # a referenced row holds its delta mod 2q+1 to row g - b
         c = shapes[k][1]
@@ -256,7 +254,7 @@ TR = {}  # transform id -> undo(bytes, param, n)
 
 
 def unshuffle(b, w, n):
-    ck(1 < w < 9 and len(b) % w == 0, "bad shuffle")
+    ck(1 < w < 9 and len(b) % w == 0, "shuffle")
     return np.frombuffer(b, "u1").reshape(w, -1).T.tobytes()
 
 
@@ -288,28 +286,25 @@ def load(path, max_params=MAX_PARAMS):
     """-> (state_dict, config) of the artifact at path, exactly as `golfpack unpack` (each
     tensor in the dtype it had when compressed)."""
     try:
-        with open(path, "rb") as fh:
-            d = fh.read()
-        return parse(d, max_params)
-    except OSError as e:
-        raise GolfDecodeError(f"cannot read {path}: {e.strerror}") from None
-    except GolfDecodeError as e:
-        raise GolfDecodeError(f"{path}: {e}") from None
+        with open(path, "rb") as f:
+            return parse(f.read(), max_params)
+    except (OSError, GolfDecodeError) as e:  # unreadable: its reason, not the errno
+        raise GolfDecodeError(f"{path}: {getattr(e, 'strerror', 0) or e}") from None
 
 
 def parse(d, max_params=MAX_PARAMS):
     N = len(d)
     e = 16 + int.from_bytes(d[12:16], "little")
-    ck(d[:12] == b"GOLFPK\r\n\1\0\0\0", "not a golf v1 artifact")
-    ck(e <= N - 8 and dig(d[:e]) == d[e:e + 8], "header checksum mismatch")
+    ck(d[:12] == b"GOLFPK\r\n\1\0\0\0", "magic: not a golf v1 artifact")
+    ck(e <= N - 8 and dig(d[:e]) == d[e:e + 8], "header checksum")
     r = R(d[16:e], "header")
     c = r.u8()
-    ck(c in (0, 1, 4), "bad header")
+    ck(c in (0, 1, 4), "header")
     n = r.v(1 << 24)
     r = R(unz(c, r.take(r.left()), n), "header")
     cfg = js(r.t(1 << 20))
     tk = r.u8()
-    ck(tk < 2, "bad header")
+    ck(tk < 2, "header")
     if tk:
         r.take(32)
         r.v(1 << 24)
@@ -318,10 +313,10 @@ def parse(d, max_params=MAX_PARAMS):
     ss = []
     for _ in range(r.v(r.left() // 14)):
         s = [r.t(4096), r.u8(), r.u8(), r.u8(), r.v(1 << 31), r.v(N), r.take(8), []]
-        ck(s[1] < 6 and s[2] < 3 and s[0] not in [x[0] for x in ss], "bad stream " + s[0])
+        ck(s[1] < 6 and s[2] < 3 and s[0] not in [x[0] for x in ss], "stream " + s[0])
         ss.append(s)
     raw = sum(s[4] for s in ss)
-    ck(raw <= 8 * lim, f"{raw} bytes: over 8 per param of {lim} params")
+    ck(raw <= 8 * lim, f"size: {raw} bytes, over 8 per param of {lim} params")
     es = {}
     for _ in range(r.v(r.left() // 8)):
         nm, kd, dt = r.t(4096), r.t(64), r.u8()
@@ -330,7 +325,7 @@ def parse(d, max_params=MAX_PARAMS):
         for _ in range(r.v(64)):
             ro, pd, si, of, ln = r.t(64), r.u8(), r.v(), r.v(1 << 31), r.v(1 << 31)
             ck(pd < 10 and si < len(ss) and of + ln <= ss[si][4] and ro not in pt
-               and ln % np.dtype(NP[pd]).itemsize == 0, "bad part of " + nm)
+               and ln % np.dtype(NP[pd]).itemsize == 0, "part of " + nm)
             pt[ro] = pd, si, of, ln
             ss[si][7].append((of, ln, nm, ro, pd))
         ne = math.prod(sh)
@@ -340,32 +335,32 @@ def parse(d, max_params=MAX_PARAMS):
                 "float": {"data": (fp, ne * (4 - 2 * fp))},
                 "raw": {"data": (5, ne * DT[dt % 10].itemsize)}}.get(kd)
         ck(nm and nm not in es and dt < 10 and (want is None or
-           want == {k: v[0::3] for k, v in pt.items()}), "bad entry " + nm)
+           want == {k: v[0::3] for k, v in pt.items()}), "entry " + nm)
         es[nm] = nm, kd, dt, sh, ne, sc, mt, pt
     tot = sum(x[4] for x in es.values())
-    ck(not r.left() and tot <= lim, f"bad header or {tot} params > {lim}")
+    ck(not r.left() and tot <= lim, f"header or {tot} params > {lim}")
     o = e + 8
-    ck(sum(s[5] for s in ss) == N - o, "bad file size")
+    ck(sum(s[5] for s in ss) == N - o, "file size")
     cs = []
     for s in ss:
         nm, c, t, w, n, ln = s[:6]
         b = d[o:o + ln]
         o += ln
-        ck(dig(b) == s[6], "checksum mismatch in " + nm)
+        ck(dig(b) == s[6], "checksum of " + nm)
         p = 0
         for of, ln, _, _, pd in sorted(s[7]):  # parts tile the stream, ans: codes only
-            ck(of == p and (c - 5 or pd == 4), "bad stream " + nm)
+            ck(of == p and (c - 5 or pd == 4), "stream " + nm)
             p += ln
-        ck(p == n and (t < 2 or 0 < w < 9), "bad stream " + nm)
+        ck(p == n and (t < 2 or 0 < w < 9), "stream " + nm)
         # <ans
         if c == 5:
-            ck(t == 0, "bad stream " + nm)
+            ck(t == 0, "stream " + nm)
             cs.append(ans(b, n, [shape(es[x[2]], x[3], x[1]) for x in sorted(s[7])]))
             continue
         # ans>
         b = unz(c, b, -(-n // 8) * w if t > 1 else n)
         if t:
-            ck(t in TR, f"transform {t} not in this decoder")
+            ck(t in TR, f"transform {t}: not in this decoder")
             b = TR[t](b, w, n)
         cs.append(b)
     sd = {}
@@ -388,14 +383,14 @@ def banks(sd):
         b, _, i = k[:-1].rpartition("[")
         if k[-1:] == "]" and b and i.isdecimal():
             g = o.setdefault(b, {})
-            ck(b not in sd and int(i) not in g, "bad bank " + b)
+            ck(b not in sd and int(i) not in g, "bank " + b)
             g[int(i)] = v
         else:
             o[k] = v
     for b, g in o.items():
         if type(g) is dict:  # unique indices below their count: 0..L-1
             ck(max(g) < len(g) and len({(x.shape, x.dtype) for x in g.values()}) < 2,
-               "bad bank " + b)
+               "bank " + b)
             o[b] = torch.stack([g[i] for i in range(len(g))])
     return o
 
@@ -405,12 +400,12 @@ def banks(sd):
 
 def rng(a, q, nm):
     """Codes in [-q, q]."""
-    ck(not a.size or abs(a.astype(I64)).max() <= q, "bad codes in " + nm)
+    ck(not a.size or abs(a.astype(I64)).max() <= q, "codes in " + nm)
 
 
 def fin(a, nm):
     """Finite values (scales, float data) as float32."""
-    ck(np.isfinite(a).all(), "NaN or inf in " + nm)
+    ck(np.isfinite(a).all(), "values: NaN or inf in " + nm)
     return a.astype("f4")
 
 
@@ -437,7 +432,7 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
     # <lqer
     if kd == "lqer":
         k, q = mt.get("rank"), intn(sc)
-        ck(len(sh) == 2 and type(k) is int and 0 < k <= min(sh) and q, "bad entry " + nm)
+        ck(len(sh) == 2 and type(k) is int and 0 < k <= min(sh) and q, "entry " + nm)
         a, c = sh
         t = []  # codes, scales, lr_a, lr_as, lr_b, lr_bs: shape, code limit (0: fp16)
         for x, z, m in (("codes", (a, c), (1 << q - 1) - 1), ("scales", (a, 1), 0),
@@ -445,7 +440,7 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
                         ("lr_bs", (k, -(-c // 64)), 0)):
             v = g.get(x)
             ck(v is not None and v.size == z[0] * z[1] and v.itemsize == 2 - (m > 0),
-               "bad entry " + nm)
+               "entry " + nm)
             if m:
                 rng(v, m, nm)
             v = v.view("i1" if m else "<f2")
@@ -453,4 +448,4 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
         C, S, A, AS, B, BS = t
         return (C * S + A * AS @ (B * BS.repeat_interleave(64, 1)[:, :c])).reshape(sh)
     # lqer>
-    ck(0, f"kind {kd} of {nm} not in this decoder")
+    ck(0, f"kind {kd} of {nm}: not in this decoder")
