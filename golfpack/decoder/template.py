@@ -21,7 +21,7 @@ import torch
 MAX_PARAMS = 1 << 27
 FEATURES = ""  # what this decoder reads (filled in by golfpack)
 # dtype ids 0..9 of the format: numpy layout of a part, torch dtype of a tensor
-NP = ["<" + x for x in "f4 f2 u2 f8 i1 u1 i2 i4 i8 u1".split()]
+NP = [np.dtype("<" + x) for x in "f4 f2 u2 f8 i1 u1 i2 i4 i8 u1".split()]
 DT = [getattr(torch, n) for n in
       "float32 float16 bfloat16 float64 int8 uint8 int16 int32 int64 bool".split()]  # noqa: SIM905
 I64 = np.int64
@@ -249,30 +249,12 @@ def shape(e, ro, ln):
 
 
 # ans>
-TR = {}  # transform id -> undo(bytes, param, n)
+TR = 0,  # the transform ids this decoder undoes
 # <shuffle
-
-
-def unshuffle(b, w, n):
-    ck(1 < w < 9 and len(b) % w == 0, "shuffle")
-    return np.frombuffer(b, "u1").reshape(w, -1).T.tobytes()
-
-
-TR[1] = unshuffle
+TR += 1,
 # shuffle>
 # <bitpack
-
-
-def unpack(b, w, n):
-    """N-bit codes: 8 codes per N bytes, code k at bits N*k.. of a little-endian integer."""
-    g = -(-n // 8)
-    u = np.zeros((g, 8), "u1")
-    u[:, :w] = np.frombuffer(b, "u1").reshape(g, w)
-    u = u.view("<u8") >> np.arange(0, 8 * w, w, dtype="u8") & (1 << w) - 1
-    return (u.ravel()[:n].astype(I64) - (1 << w - 1)).astype("i1").tobytes()
-
-
-TR[2] = unpack
+TR += 2,
 # bitpack>
 
 
@@ -295,8 +277,8 @@ def load(path, max_params=MAX_PARAMS):
 def parse(d, max_params=MAX_PARAMS):
     N = len(d)
     e = 16 + int.from_bytes(d[12:16], "little")
-    ck(d[:12] == b"GOLFPK\r\n\1\0\0\0", "magic: not a golf v1 artifact")
-    ck(e <= N - 8 and dig(d[:e]) == d[e:e + 8], "header checksum")
+    ck(d[:12] == b"GOLFPK\r\n\1\0\0\0" and e <= N - 8 and dig(d[:e]) == d[e:e + 8],
+       "header: not a golf v1 artifact, or its checksum differs")
     r = R(d[16:e], "header")
     c = r.u8()
     ck(c in (0, 1, 4), "header")
@@ -324,8 +306,8 @@ def parse(d, max_params=MAX_PARAMS):
         sc, mt, pt = r.t(256), js(r.t()), {}
         for _ in range(r.v(64)):
             ro, pd, si, of, ln = r.t(64), r.u8(), r.v(), r.v(1 << 31), r.v(1 << 31)
-            ck(pd < 10 and si < len(ss) and of + ln <= ss[si][4] and ro not in pt
-               and ln % np.dtype(NP[pd]).itemsize == 0, "part of " + nm)
+            ck(pd < 10 and si < len(ss) and ro not in pt
+               and ln % NP[pd].itemsize == 0, "part of " + nm)
             pt[ro] = pd, si, of, ln
             ss[si][7].append((of, ln, nm, ro, pd))
         ne = math.prod(sh)
@@ -359,13 +341,24 @@ def parse(d, max_params=MAX_PARAMS):
             continue
         # ans>
         b = unz(c, b, -(-n // 8) * w if t > 1 else n)
-        if t:
-            ck(t in TR, f"transform {t}: not in this decoder")
-            b = TR[t](b, w, n)
+        ck(t in TR, f"transform {t}: not in this decoder")
+        # <shuffle
+        if t == 1:  # byte planes back to interleaved values
+            ck(1 < w < 9 and n % w == 0, "shuffle")
+            b = np.frombuffer(b, "u1").reshape(w, -1).T.tobytes()
+        # shuffle>
+        # <bitpack
+        if t == 2:  # N-bit codes: 8 per N bytes, code k at bits N*k.. of a little-endian int
+            g = -(-n // 8)
+            u = np.zeros((g, 8), "u1")
+            u[:, :w] = np.frombuffer(b, "u1").reshape(g, w)
+            u = u.view("<u8") >> np.arange(0, 8 * w, w, dtype="u8") & (1 << w) - 1
+            b = (u.ravel()[:n].astype(I64) - (1 << w - 1)).astype("i1").tobytes()
+        # bitpack>
         cs.append(b)
     sd = {}
     for nm, kd, dt, sh, ne, sc, mt, pt in es.values():
-        g = {k: np.frombuffer(cs[si], NP[pd], ln // np.dtype(NP[pd]).itemsize, of)
+        g = {k: np.frombuffer(cs[si], NP[pd], ln // NP[pd].itemsize, of)
              for k, (pd, si, of, ln) in pt.items()}
         sd[nm] = build(nm, kd, dt, sh, ne, sc, mt, g).to(DT[dt])  # its dtype when compressed
     # <bank
