@@ -206,8 +206,9 @@ def ans(b, n, shapes):
     ck(ver == 1 and 1 < nb < 9 and 9 < P < 17 and fl < 4 and r.v() == len(shapes) and
        all((r.v(), r.v()) == s for s in shapes), "ans")
     q = (1 << nb - 1) - 1
-    nr, nc = (sum(s[k] for s in shapes) for k in (0, 1))
-    st, g, rf = np.cumsum([0] + [a for a, _ in shapes]), -1, []  # first row of each matrix
+    # first row, column and code of each matrix (and the totals)
+    st, sc, of = np.cumsum([(0, 0, 0)] + [(a, c, a * c) for a, c in shapes], 0).T
+    nr, nc, g, rf = st[-1], sc[-1], -1, []
     for _ in range(r.v(nr) if fl & 2 else 0):  # row references: (gap, back)
         g += 1 + r.v(nr)
         b = r.v(nr)
@@ -223,13 +224,10 @@ def ans(b, n, shapes):
         F.append(norm(np.concatenate([m[:0:-1], m]) if fl & 1 else m, P))  # symmetric: mirrored
     cls = [rans(r, np.zeros(k, I64), [norm(tab(r, A), P)], P, k) if A > 1 else np.zeros(k, I64)
            for k, A in ((nr, K), (nc, C))]
-    ctx, r0, c0 = [np.zeros(0, I64)], 0, 0
-    for a, c in shapes:
-        ctx.append((cls[0][r0:r0 + a, None] * C + cls[1][c0:c0 + c]).ravel() << P)
-        r0, c0 = r0 + a, c0 + c
-    o = rans(r, np.concatenate(ctx), F, P, n)
+    o = rans(r, np.concatenate([np.zeros(0, I64)] + [
+        (cls[0][st[k]:st[k + 1], None] * C + cls[1][sc[k]:sc[k + 1]]).ravel() << P
+        for k in range(len(shapes))]), F, P, n)
     ck(not r.left(), "ans")
-    of = np.cumsum([0] + [a * c for a, c in shapes])
     for g, b, k in rf:  # a referenced row holds its delta mod 2q+1 to row g - b
         c = shapes[k][1]
         i = of[k] + (g - st[k]) * c
