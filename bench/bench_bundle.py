@@ -1,8 +1,9 @@
 """Bytes a bundle carries for the golf code its script runs: the function-level closure
 (golfpack.closure, the default) against whole modules (`--whole-modules`), for three
 scripts a submission may be: one compressing its weights at the end of training
-(compress_state_dict), one quantizing with golfpack.quant.rows, one scoring with
-golfeval.score.core.score_tokens.
+(compress_state_dict, with its report; encode_artifact; the lean golfpack.encode entry
+points with ans, auto, zstd, brotli), one quantizing with golfpack.quant.rows, one scoring
+with golfeval.score.core.score_tokens.
 
 For each: the golf part's source bytes (raw), minified (python-minifier, before
 compression), and wrapped (its marginal bytes inside the self-extracting minified bundle),
@@ -31,6 +32,21 @@ sd = {"a.weight": torch.randn(32, 64), "a.bias": torch.randn(32)}
 data, rep = compress_state_dict(sd, {"d": 1}, scheme_spec="@control=fp32;*.bias=fp16;*=int6")
 open("model.golf", "wb").write(data)
 ''',
+    "encode_artifact(zstd)": '''import torch
+from golfpack.artifact import encode_artifact
+from golfpack.quant.qmodel import quantize_state_dict
+sd = {"a.weight": torch.randn(32, 64), "a.bias": torch.randn(32)}
+qm = quantize_state_dict(sd, "@control=fp32;*.bias=fp16;*=int6")
+open("model.golf", "wb").write(encode_artifact(qm, {"d": 1}, codec="zstd")[0])
+''',
+    **{f"encode.{fn}({codec})": f'''import torch
+from golfpack.encode import {fn}, save_artifact
+sd = {{"a.weight": torch.randn(32, 64), "a.bias": torch.randn(32)}}
+save_artifact("model.golf", {fn}(sd, {{"d": 1}}, codec="{codec}",
+              scheme_spec="@control=fp32;*.bias=fp16;*=int6:gptq-lite"))
+''' for fn, codec in (("encode_state_dict", "ans"), ("encode_state_dict", "auto"),
+                        ("encode_state_dict_general", "zstd"),
+                        ("encode_state_dict_general", "brotli"))},
     "quant.rows": '''import torch
 from golfpack.quant.rows import dequantize, parse_scheme, quantize
 r = quantize(torch.randn(32, 64), parse_scheme("int6:amax"))
@@ -73,7 +89,7 @@ def main() -> None:
             path.write_text(text)
             results[name] = r = measure(path)
             f, w = r["functions"], r["whole_modules"]
-            print(f"{name:20s} modules {f['modules']:3d} / {w['modules']:3d}   golf raw "
+            print(f"{name:44s} modules {f['modules']:3d} / {w['modules']:3d}   golf raw "
                   f"{f['golf_raw']:8,} / {w['golf_raw']:8,}   minified {f['golf_minified']:7,}"
                   f" / {w['golf_minified']:7,}   wrapped {f['golf_wrapped']:7,} / "
                   f"{w['golf_wrapped']:7,}   bundle raw {f['bundle_raw']:8,} / "

@@ -27,6 +27,7 @@ from golfpack.ans.codec import Layout
 from golfpack.errors import ArtifactError, GolfError, read_file
 from golfpack.format import codecs, reader
 from golfpack.format.binio import Writer
+from golfpack.format.header import parse as parse_header
 from golfpack.format.layout import (  # noqa: F401  (MAGIC, digest: part of this API)
     DTYPE_IDS,
     HEADER_CODECS,
@@ -76,8 +77,12 @@ def _stream_key(role: str, part: Part) -> str:
 def stream_groups(qmodel: QuantizedModel) -> dict[str, list[tuple[int, str, Part]]]:
     """The artifact's streams: every part pooled by role, group and type, in entry order
     -> {stream name: [(entry index, role, part)]}."""
+    return _stream_groups(qmodel.entries)
+
+
+def _stream_groups(entries: list[Entry]) -> dict[str, list[tuple[int, str, Part]]]:
     groups: dict[str, list[tuple[int, str, Part]]] = {}
-    for i, e in enumerate(qmodel.entries):
+    for i, e in enumerate(entries):
         for role, part in e.parts.items():
             groups.setdefault(_stream_key(role, part), []).append((i, role, part))
     return groups
@@ -89,11 +94,41 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
     into artifact bytes. Returns (bytes, report) — the report is `Artifact.report()`.
     With `decoder_mode` ("raw"/"minified": how the decoder is counted) and codec "auto",
     codecs and transforms whose decoder code costs more than they save are not used
-    (report["codec_savings"] has each one's saving net of its decoder)."""
+    (report["codec_savings"] has each one's saving net of its decoder). The bytes are read
+    back (header and every digest checked) before they are returned."""
     if codec not in codecs.CHOICES:
         raise ArtifactError(f"unknown codec {codec!r} (use one of {', '.join(codecs.CHOICES)})")
-    plans, keys, refs = [], [], {i: [] for i in range(len(qmodel.entries))}
-    for si, (key, members) in enumerate(stream_groups(qmodel).items()):
+    keys, refs, plans = plan_streams(qmodel.entries, codec, codecs.plan_stream, Layout,
+                                     on_step)
+    savings = None
+    if decoder_mode is not None and codec == "auto":
+        from golfpack import decoder
+
+        kinds = {e.kind for e in qmodel.entries}
+        savings = codecs.choose_net_of_decoder(
+            plans, lambda used: {f: c for f, c in decoder.feature_costs(
+                used | kinds, decoder_mode, estimate=True).items() if f in used})
+    if on_step:
+        on_step("rANS")
+    data, streams, seg_bits = assemble(qmodel.entries, config, tokenizer, keys, refs,
+                                       codecs.finish_plans(plans))
+    # the header-only reader: the check needs no decoding code (nor a bundle to carry it)
+    art = parse_header(data, reader.ArtifactHeader, None)
+    art._seg_bits = seg_bits
+    for s_in, s_out in zip(streams, art.streams, strict=True):
+        s_out.seconds = s_in.seconds
+    report = art.report(qmodel=qmodel)
+    if savings is not None:
+        report["codec_savings"] = savings
+    return data, report
+
+
+def plan_streams(entries: list[Entry], codec: str, plan, layout=None, on_step=None):
+    """Pool the parts into streams and plan each with `plan` (codecs.plan_stream, or
+    codecs.plan_general_stream where ans is not wanted; `layout` builds the ans layout
+    from the codes shapes) -> (stream names, {entry index: [PartRef]}, plans)."""
+    plans, keys, refs = [], [], {i: [] for i in range(len(entries))}
+    for si, (key, members) in enumerate(_stream_groups(entries).items()):
         if on_step:
             on_step(key)
         first = members[0][2]
@@ -110,23 +145,18 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
         if first.coding == "codes":
             shapes = [matrix_shape(p.data) for _, _, p in members]
             codes = np.frombuffer(content, dtype=np.int8)
-            plans.append(codecs.plan_stream(content, "codes", codec, 1, codes, Layout(shapes),
-                                            first.bits))
+            plans.append(plan(content, "codes", codec, 1, codes,
+                              None if layout is None else layout(shapes), first.bits))
         else:
-            plans.append(codecs.plan_stream(content, "bytes", codec,
-                                            first.data.dtype.itemsize))
+            plans.append(plan(content, "bytes", codec, first.data.dtype.itemsize))
         keys.append(key)
-    savings = None
-    if decoder_mode is not None and codec == "auto":
-        from golfpack import decoder
+    return keys, refs, plans
 
-        kinds = {e.kind for e in qmodel.entries}
-        savings = codecs.choose_net_of_decoder(
-            plans, lambda used: {f: c for f, c in decoder.feature_costs(
-                used | kinds, decoder_mode, estimate=True).items() if f in used})
-    if on_step:
-        on_step("rANS")
-    encoded = codecs.finish_plans(plans)
+
+def assemble(entries: list[Entry], config: dict, tokenizer, keys, refs,
+             encoded) -> tuple[bytes, list[StreamInfo], dict]:
+    """The artifact bytes from the encoded streams (one codecs.Encoded per stream name)
+    -> (bytes, [StreamInfo], {stream index: ans ideal bits per segment})."""
     streams, payloads, seg_bits_by_stream = [], [], {}
     for si, (key, enc) in enumerate(zip(keys, encoded, strict=True)):
         if enc.segment_bits is not None:
@@ -134,18 +164,10 @@ def encode_artifact(qmodel: QuantizedModel, config: dict, codec: str = "auto", t
         streams.append(StreamInfo(key, enc.codec, enc.transform, enc.param, enc.raw_len,
                                   len(enc.payload), digest(enc.payload), seconds=enc.seconds))
         payloads.append(enc.payload)
-    entries = [EntryInfo(e.name, e.kind, e.dtype, tuple(e.shape), e.scheme, _meta_of(e),
-                         refs[i]) for i, e in enumerate(qmodel.entries)]
-    header = _header_bytes(config, _tokenizer_info(tokenizer), streams, entries)
-    data = header + b"".join(payloads)
-    art = parse_artifact(data, max_params=None)
-    art._seg_bits = seg_bits_by_stream
-    for s_in, s_out in zip(streams, art.streams, strict=True):
-        s_out.seconds = s_in.seconds
-    report = art.report(qmodel=qmodel, decode=False)
-    if savings is not None:
-        report["codec_savings"] = savings
-    return data, report
+    infos = [EntryInfo(e.name, e.kind, e.dtype, tuple(e.shape), e.scheme, _meta_of(e),
+                       refs[i]) for i, e in enumerate(entries)]
+    header = _header_bytes(config, _tokenizer_info(tokenizer), streams, infos)
+    return header + b"".join(payloads), streams, seg_bits_by_stream
 
 
 def _meta_of(e: Entry) -> dict:

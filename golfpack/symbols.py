@@ -149,8 +149,11 @@ def _chain(node) -> tuple[str, tuple[str, ...]] | None:
     return (node.id, tuple(reversed(attrs))) if isinstance(node, ast.Name) else None
 
 
+_DATACLASS_MARKERS = {"ClassVar", "InitVar", "KW_ONLY"}
+
+
 def _annotation_nodes(tree) -> set[int]:
-    """ids of the nodes inside function-signature annotations (strings under
+    """ids of the nodes inside function-signature and variable annotations (strings under
     `from __future__ import annotations`, so never evaluated)."""
     out = set()
     for node in ast.walk(tree):
@@ -161,6 +164,11 @@ def _annotation_nodes(tree) -> set[int]:
             for ann in anns:
                 if ann is not None:
                     out.update(id(n) for n in ast.walk(ann))
+        elif isinstance(node, ast.AnnAssign) and not _DATACLASS_MARKERS & {
+                getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(node.annotation)}:
+            # a variable annotation (a dataclass field's type) is a string too; dataclasses
+            # only look at the ClassVar/InitVar/KW_ONLY ones, which are kept
+            out.update(id(n) for n in ast.walk(node.annotation))
     return out
 
 

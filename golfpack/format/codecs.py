@@ -202,28 +202,8 @@ def plan_stream(content: bytes, kind: str, choice: str = "auto", width: int = 1,
     if opts[0][0] == "ans":
         prep = ansmodel.prepare(codes, layout, bits)
         opts = opts[1:]
-    if len(content) > SAMPLE_BYTES and (len(opts) > 1 or (opts and prep is not None)):
-        # Estimate every general candidate on a sample; run in full only those whose
-        # estimate comes within 0.5% of the best estimate (and of ans, when it is one).
-        # Bit packing is screened with zstd first: it rarely helps (0.5-0.75 bit/weight
-        # worse in the records' measurements), so the slow codecs only try it if zstd does.
-        est = {}
-        for opt in sorted(opts, key=lambda o: (o[1] == "bitpack", o[0] != "zstd")):
-            codec, transform, _ = opt
-            if transform == "bitpack" and codec != "zstd" and \
-                    est.get(("zstd", "bitpack", bits), 0) > est.get(("zstd", "none", 0), 1e30):
-                continue
-            est[opt] = _estimate(*opt, content, codes)
-        bar = min(est.values())
-        if prep is not None:
-            bar = min(bar, prep.est_bytes)
-        opts = [opt for opt in opts if opt in est and est[opt] * SAMPLE_MARGIN <= bar]
-    best, alts = None, {}
-    for codec, transform, param in opts:
-        enc = _encode_one(codec, transform, param, content, codes)
-        alts[(codec, transform, param)] = enc
-        if best is None or len(enc.payload) < len(best.payload):
-            best = enc
+    best, alts = _plan_general(content, opts, codes, bits,
+                               None if prep is None else prep.est_bytes)
     if prep is not None and best is not None:
         if abs(len(best.payload) - prep.est_bytes) <= 0.005 * prep.est_bytes + 64:
             # Too close to call on the estimate: code this one now and compare exactly.
@@ -240,6 +220,49 @@ def plan_stream(content: bytes, kind: str, choice: str = "auto", width: int = 1,
     if best is not None:
         best.seconds = time.perf_counter() - t0
     return Plan(best, prep, time.perf_counter() - t0, len(content), alts)
+
+
+def plan_general_stream(content: bytes, kind: str, choice: str, width: int = 1,
+                        codes: np.ndarray | None = None, layout=None,
+                        bits: int | None = None) -> Plan:
+    """plan_stream for a general-purpose codec (`choice` in GENERAL), the same plan it
+    makes, without reaching the ans coder: what a bundle carries for a zstd/brotli/lzma/zlib
+    submission (golfpack.encode). `layout` is accepted and unused (ans only)."""
+    if choice not in GENERAL:
+        raise GolfError(f"unknown general codec {choice!r} (use one of {', '.join(GENERAL)})")
+    t0 = time.perf_counter()
+    best, alts = _plan_general(content, candidates(kind, choice, width, bits), codes, bits,
+                               None)
+    best.seconds = time.perf_counter() - t0
+    return Plan(best, None, time.perf_counter() - t0, len(content), alts)
+
+
+def _plan_general(content: bytes, opts, codes, bits, ans_est: float | None):
+    """Code the general candidates `opts` -> (smallest Encoded or None, {option: Encoded}).
+    `ans_est`: the ans estimate the candidates compete with (None: ans is not one)."""
+    if len(content) > SAMPLE_BYTES and (len(opts) > 1 or (opts and ans_est is not None)):
+        # Estimate every general candidate on a sample; run in full only those whose
+        # estimate comes within 0.5% of the best estimate (and of ans, when it is one).
+        # Bit packing is screened with zstd first: it rarely helps (0.5-0.75 bit/weight
+        # worse in the records' measurements), so the slow codecs only try it if zstd does.
+        est = {}
+        for opt in sorted(opts, key=lambda o: (o[1] == "bitpack", o[0] != "zstd")):
+            codec, transform, _ = opt
+            if transform == "bitpack" and codec != "zstd" and \
+                    est.get(("zstd", "bitpack", bits), 0) > est.get(("zstd", "none", 0), 1e30):
+                continue
+            est[opt] = _estimate(*opt, content, codes)
+        bar = min(est.values())
+        if ans_est is not None:
+            bar = min(bar, ans_est)
+        opts = [opt for opt in opts if opt in est and est[opt] * SAMPLE_MARGIN <= bar]
+    best, alts = None, {}
+    for codec, transform, param in opts:
+        enc = _encode_one(codec, transform, param, content, codes)
+        alts[(codec, transform, param)] = enc
+        if best is None or len(enc.payload) < len(best.payload):
+            best = enc
+    return best, alts
 
 
 def finish_plans(plans: list[Plan]) -> list[Encoded]:

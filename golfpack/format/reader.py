@@ -30,8 +30,10 @@ from golfpack.format.layout import (
 )
 
 
-class Artifact:
-    """A parsed artifact: header fields now, streams decoded on demand."""
+class ArtifactHeader:
+    """A parsed artifact's header and its raw payloads: what a writer reads back to check
+    its own output and account for it (digests verified, nothing decoded), so the encode
+    path carries no decoding code. Artifact adds the decoding."""
 
     def __init__(self, data: bytes, config, tok, streams, entries, header_bytes,
                  header_codec: str = "store"):
@@ -61,6 +63,17 @@ class Artifact:
         if digest(payload) != s.checksum:
             raise ArtifactError(f"stream {s.name!r}: checksum mismatch (corrupt payload)")
         return payload
+
+    def report(self, qmodel=None) -> dict:
+        """Exact accounting (golfpack.accounting) after every digest is verified."""
+        from golfpack.accounting import artifact_report
+
+        self.verify()
+        return artifact_report(self, qmodel)
+
+
+class Artifact(ArtifactHeader):
+    """A parsed artifact: header fields now, streams decoded on demand."""
 
     def decode_all(self) -> None:
         """Verify every digest, decode every stream (all ans streams share one batched rANS
@@ -117,12 +130,12 @@ class Artifact:
         return out
 
     def report(self, qmodel=None, decode: bool = True) -> dict:
+        """Exact accounting, every stream decoded and checked first (unless not `decode`)."""
+        if not decode:
+            return super().report(qmodel)
         from golfpack.accounting import artifact_report
 
-        if decode:
-            self.decode_all()
-        else:
-            self.verify()
+        self.decode_all()  # verifies every digest first
         return artifact_report(self, qmodel)
 
 

@@ -192,10 +192,11 @@ def single_thread():
             torch.set_num_threads(old)
 
 
-def quantize_state_dict(state_dict: Mapping[str, torch.Tensor], spec: str | None = None,
-                        schemes: Mapping[str, Scheme | str] | None = None,
-                        on_step: Callable[[str], None] | None = None) -> QuantizedModel:
-    """Quantize every tensor; `schemes` (name -> Scheme) overrides the spec per tensor."""
+def quantize_entries(state_dict: Mapping[str, torch.Tensor], spec: str | None = None,
+                     schemes: Mapping[str, Scheme | str] | None = None,
+                     on_step: Callable[[str], None] | None = None) -> list[Entry]:
+    """quantize_state_dict's entries, in order: what the encoder needs (golfpack.encode),
+    without the QuantizedModel methods that rebuild tensors (nor a bundle carrying them)."""
     for name, t in state_dict.items():
         if not isinstance(t, torch.Tensor):
             raise GolfError(f"state_dict entry {name!r} is not a tensor")
@@ -212,4 +213,11 @@ def quantize_state_dict(state_dict: Mapping[str, torch.Tensor], spec: str | None
             if on_step:
                 on_step(name)
             entries.append(quant_entry(name, t, chosen[name]))
-    return QuantizedModel(entries)
+    return entries
+
+
+def quantize_state_dict(state_dict: Mapping[str, torch.Tensor], spec: str | None = None,
+                        schemes: Mapping[str, Scheme | str] | None = None,
+                        on_step: Callable[[str], None] | None = None) -> QuantizedModel:
+    """Quantize every tensor; `schemes` (name -> Scheme) overrides the spec per tensor."""
+    return QuantizedModel(quantize_entries(state_dict, spec, schemes, on_step))

@@ -266,3 +266,78 @@ def test_pruned_bundle_runs_like_its_script_and_is_smaller(art, tmp_path, name):
         res = isolated(tmp_path, code, tmp_path)
         assert res.returncode == 0, res.stderr[-2000:]
         assert res.stdout == want.stdout
+
+
+LEAN = '''import sys
+
+import torch
+
+from golfpack.encode import {fn}, save_artifact
+
+g = torch.Generator().manual_seed(0)
+sd = {{"blocks.0.mlp.fc.weight": torch.randn(64, 96, generator=g),
+       "blocks.1.mlp.fc.weight": torch.randn(64, 96, generator=g),
+       "a.bias": torch.randn(32, generator=g), "n": torch.arange(5)}}
+data = {fn}(sd, {{"d": 1}}, scheme_spec={spec!r}, codec={codec!r})
+print(save_artifact(sys.argv[1], data))
+'''
+LEAN_SPEC = "@control=fp32;*.bias=fp16;n=raw;*=int6:gptq-lite"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fn,codec", [("encode_state_dict", "ans"),
+                                      ("encode_state_dict_general", "zstd")])
+def test_lean_encode_bundle_writes_the_same_artifact_without_golf(tmp_path, fn, codec):
+    """The submission entry point's bundle runs where golf is not importable and writes
+    the bytes encode_artifact and compress_state_dict give; its closure carries no reader,
+    report or decoder template (nor, for a general codec, the ans coder)."""
+    from test_decoder import isolated  # noqa: PLC0415
+
+    from golfpack.compress import compress_state_dict
+
+    script = tmp_path / "lean.py"
+    script.write_text(LEAN.format(fn=fn, spec=LEAN_SPEC, codec=codec))
+    out = tmp_path / "b.py"
+    r = run("bundle", script, "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    mods = set(json.loads(r.output)["golf_modules"])
+    assert not mods & {"golfpack.format.reader", "golfpack.format.header", "golfpack.decoder",
+                       "golfpack.decoder.template", "golfpack.accounting",
+                       "golfpack.quant.lowrank"}, mods
+    assert ("golfpack.ans.rans" in mods) == (codec == "ans")
+    assert ("golfpack.ans.fit" in mods) == (codec == "ans")
+    art = tmp_path / "m.golf"
+    code = (f"import runpy, sys\nsys.argv = [{str(out)!r}, {str(art)!r}]\n"
+            f"runpy.run_path({str(out)!r}, run_name='__main__')\n")
+    res = isolated(tmp_path, code, tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    g = torch.Generator().manual_seed(0)
+    sd = {"blocks.0.mlp.fc.weight": torch.randn(64, 96, generator=g),
+          "blocks.1.mlp.fc.weight": torch.randn(64, 96, generator=g),
+          "a.bias": torch.randn(32, generator=g), "n": torch.arange(5)}
+    want, _ = encode_artifact(quantize_state_dict(sd, LEAN_SPEC), {"d": 1}, codec=codec)
+    assert art.read_bytes() == want and res.stdout.strip() == str(len(want))
+    assert compress_state_dict(sd, {"d": 1}, scheme_spec=LEAN_SPEC, codec=codec)[0] == want
+
+
+def test_lean_encode_matches_encode_artifact_for_every_codec():
+    """Same bytes as the reporting path for every codec (auto: as encode_artifact chooses
+    without a decoder mode); a general-only call refuses ans/auto."""
+    from golfpack.encode import encode_state_dict, encode_state_dict_general
+    from golfpack.errors import ArtifactError
+
+    g = torch.Generator().manual_seed(1)
+    sd = {"blocks.0.mlp.fc.weight": torch.randn(48, 80, generator=g),
+          "a.bias": torch.randn(16, generator=g), "n": torch.arange(3)}
+    qm = quantize_state_dict(sd, LEAN_SPEC)
+    for codec in ("ans", "auto", "zstd", "brotli", "lzma", "zlib"):
+        want = encode_artifact(qm, {"d": 1}, codec=codec)[0]
+        assert encode_state_dict(sd, {"d": 1}, scheme_spec=LEAN_SPEC, codec=codec) == want
+        if codec not in ("ans", "auto"):
+            assert encode_state_dict_general(sd, {"d": 1}, scheme_spec=LEAN_SPEC,
+                                             codec=codec) == want
+    for bad in ("ans", "auto"):
+        with pytest.raises(ArtifactError, match="general codec"):
+            encode_state_dict_general(sd, {}, codec=bad)
+    with pytest.raises(ArtifactError, match="unknown codec"):
+        encode_state_dict(sd, {}, codec="gzip")
