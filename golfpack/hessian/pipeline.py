@@ -19,6 +19,7 @@ import torch
 
 from golfpack.errors import GolfError
 from golfpack.hessian import fit, gptq, lqer
+from golfpack.quant.rows import format_scheme
 
 Log = Callable[[str], None] | None
 PROBE_BITS = 5  # sensitivity probes at int5 gptq-lite (the records' operating range)
@@ -282,8 +283,40 @@ def calibrate_checkpoint(ckpt_path, config, source, n_batches: int, batch_tokens
     return state, cfg, model, hs, batches
 
 
-__all__ = ["compress_hessian", "prepare_fit", "run_fit", "FitSetup", "calibrate_checkpoint",
-           "calibration_loss_fn", "measure_sensitivity", "summarize_allocation", "PlanEncoder"]
+def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix="auto",
+                     autocast: bool | None = None, log: Log = None):
+    """The tied embedding's H with its lookup role mixed in (golfpack.hessian.lookupmix):
+    `mix` a number λ >= 0 (0: the head H alone) or "auto" (λ chosen by calibration loss at
+    the spec's scheme for the embedding) -> (hessians, report or None)."""
+    from golfpack.hessian import calib, lookupmix
+    from golfpack.quant.qmodel import dtype_name
+    from golfpack.quant.scheme import resolve
+
+    auto = str(mix) == "auto"
+    lam = None if auto else float(mix)
+    if lam is not None and not lam >= 0:
+        raise GolfError(f"the lookup mix must be 'auto' or a number >= 0, got {mix!r}")
+    if lam == 0 or calib.TIED_KEY not in hessians or not calib._has_tied_head(model):
+        return hessians, None
+    w = state_dict[calib.TIED_KEY]
+    scheme = resolve(spec, {calib.TIED_KEY: (dtype_name(w), int(w.numel()))})[calib.TIED_KEY]
+    if scheme.kind != "int":
+        return hessians, None
+    curv = calib.lookup_curvature(model, batches, autocast)
+    if not auto:
+        return lookupmix.mix_hessians(hessians, curv, lam), {"lambda": lam, "chosen": "given",
+                                                             "head_scale": curv.head_scale}
+    loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))], autocast)
+    lam, mixed, rep = lookupmix.choose_lookup_mix(w, hessians, curv, scheme, loss_fn)
+    rep.update(chosen="auto", scheme=format_scheme(scheme), seconds=round(curv.seconds, 3))
+    if log:
+        log(f"lookup mix: λ = {lam:g} (calibration loss by λ: {rep['losses']})")
+    return mixed, rep
+
+
+__all__ = ["compress_hessian", "apply_lookup_mix", "prepare_fit", "run_fit", "FitSetup",
+           "calibrate_checkpoint", "calibration_loss_fn", "measure_sensitivity",
+           "summarize_allocation", "PlanEncoder"]
 
 
 def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer, config_path,
@@ -292,7 +325,7 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
                            calib_tokens=16384, calib_seq_len=1024, seed=0,
                            fit_bits=(4, 5, 6, 7, 8), fit_tol=0.005, sensitivity="family",
                            lqer_rank=0, lqer_top=3, device="auto", log=None,
-                           decoder=True) -> dict:
+                           decoder=True, lookup_mix="auto") -> dict:
     """compress --gptq / --fit: validate everything cheap first, then calibrate and pack."""
     from golfpack.hessian.shardread import train_shard_paths
 
@@ -328,6 +361,8 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     state, cfg, model, hs, batches = calibrate_checkpoint(
         checkpoint, config_path, calib, calib_batches, calib_tokens, calib_seq_len, seed,
         device, None, progress)
+    hs, mix_report = apply_lookup_mix(model, state, hs, batches, scheme_spec, lookup_mix,
+                                      log=log)
     loss_fn = None
     if fit and sensitivity != "hessian":
         loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))])
@@ -336,4 +371,6 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
         tokenizer=tokenizer, bits=fit_bits, lqer_rank=lqer_rank,
         lqer_top=lqer_top if lqer_rank else 0, sensitivity=sensitivity, loss_fn=loss_fn,
         tol=fit_tol, progress=progress, log=log)
+    if mix_report is not None:
+        report["lookup_mix"] = mix_report
     return write_artifact(output, data, report, allow_over, force)
