@@ -21,6 +21,9 @@ from golfpack.hessian import gptq
 from golfpack.hessian.calib import TIED_KEY, Hessians, LookupCurvature
 
 MIX_CANDIDATES = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
+# a fit chooses λ at this scheme when its spec stores the embedding in float (the fit may
+# still quantize it)
+FIT_SCHEME = "int6:gptq-lite"
 
 
 def mix_hessians(hessians: Hessians, curvature: LookupCurvature, lam: float) -> Hessians:

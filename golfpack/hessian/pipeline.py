@@ -98,8 +98,13 @@ class PlanEncoder:
         self.code_bytes, self.block = code_bytes, block
 
     def entries_for(self, plan: dict[str, fit.Option]) -> dict:
+        from golfpack.quant.qmodel import quant_entry
+
         st, cache = self.setup, self.setup.cache
         todo = {n: o for n, o in plan.items() if (n, o.scheme, o.lqer_rank) not in cache}
+        for n in [n for n, o in todo.items() if o.passthrough]:  # float storage: no GPTQ
+            sc = todo.pop(n).scheme
+            cache[(n, sc, 0)] = quant_entry(n, st.state_dict[n], sc)
         for group in st.groups:
             names = [n for n in group if n in todo]
             if not names:
@@ -162,10 +167,13 @@ def prepare_fit(state_dict, hessians, spec: str | None = None, bits=fit.DEFAULT_
         raise GolfError(f"--sensitivity {sensitivity} needs calibration batches")
     sd = {k: v.detach().cpu() for k, v in state_dict.items()}
     schemes = resolve(spec, {n: (dtype_name(t), int(t.numel())) for n, t in sd.items()})
-    fitted = [n for n, sc in schemes.items() if sc.kind == "int" and n in hessians
-              and sd[n].dim() == 2 and sd[n].is_floating_point()]
+    # every calibrated float matrix is fitted, whatever the spec says for it (an int scheme
+    # or a float passthrough): float storage is one of its candidates, not a rule that
+    # removes it from the allocation
+    fitted = [n for n, sc in schemes.items() if sc.kind in ("int", "fp16", "fp32")
+              and n in hessians and sd[n].dim() == 2 and sd[n].is_floating_point()]
     if not fitted:
-        raise GolfError("--fit: no calibrated integer matrices to allocate bits to")
+        raise GolfError("fit: the model has no calibrated float matrices to allocate bytes to")
     t0 = time.perf_counter()
     preps = gptq.prepare_all(hessians, damp)
     bad = {n: preps[n].fallback for n in fitted if preps[n].fallback}
@@ -174,6 +182,8 @@ def prepare_fit(state_dict, hessians, spec: str | None = None, bits=fit.DEFAULT_
     cands = fit.candidate_schemes(bits)
     choices = fit.measure_options(weights, preps, groups, cands, lqer_rank, lqer_top, block,
                                   progress)
+    fit.add_passthrough_options(choices, weights, preps, {
+        n: ("fp16", "fp32") if schemes[n].kind == "fp32" else ("fp16",) for n in weights})
     t1 = time.perf_counter()
     if sensitivity != "hessian":
         for n, a in measure_sensitivity(choices, weights, preps, loss_fn, sensitivity,
@@ -196,7 +206,7 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
 
     t0 = time.perf_counter()
     for tc in setup.choices.values():
-        tc.ratio = 1.0  # every budget starts from the same byte model (determinism)
+        tc.ratio = tc.pass_ratio = 1.0  # every budget starts from the same byte model (determinism)
     enc = PlanEncoder(setup, config, codec, tokenizer, int(code["code_bytes"]), block)
     sd = setup.state_dict
     other_guess = sum(2.0 * t.numel() for n, t in sd.items() if n not in setup.choices) + \
@@ -284,10 +294,11 @@ def calibrate_checkpoint(ckpt_path, config, source, n_batches: int, batch_tokens
 
 
 def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix="auto",
-                     autocast: bool | None = None, log: Log = None):
+                     autocast: bool | None = None, log: Log = None, float_scheme=None):
     """The tied embedding's H with its lookup role mixed in (golfpack.hessian.lookupmix):
     `mix` a number λ >= 0 (0: the head H alone) or "auto" (λ chosen by calibration loss at
-    the spec's scheme for the embedding) -> (hessians, report or None)."""
+    the spec's scheme for the embedding; `float_scheme` instead where the spec stores it in
+    float, e.g. for a fit, which may still quantize it) -> (hessians, report or None)."""
     from golfpack.hessian import calib, lookupmix
     from golfpack.quant.qmodel import dtype_name
     from golfpack.quant.scheme import resolve
@@ -301,7 +312,9 @@ def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix
     w = state_dict[calib.TIED_KEY]
     scheme = resolve(spec, {calib.TIED_KEY: (dtype_name(w), int(w.numel()))})[calib.TIED_KEY]
     if scheme.kind != "int":
-        return hessians, None
+        if float_scheme is None:
+            return hessians, None
+        scheme = float_scheme
     curv = calib.lookup_curvature(model, batches, autocast)
     if not auto:
         return lookupmix.mix_hessians(hessians, curv, lam), {"lambda": lam, "chosen": "given",
@@ -361,8 +374,12 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     state, cfg, model, hs, batches = calibrate_checkpoint(
         checkpoint, config_path, calib, calib_batches, calib_tokens, calib_seq_len, seed,
         device, None, progress)
-    hs, mix_report = apply_lookup_mix(model, state, hs, batches, scheme_spec, lookup_mix,
-                                      log=log)
+    from golfpack.hessian.lookupmix import FIT_SCHEME
+    from golfpack.quant.rows import parse_scheme
+
+    hs, mix_report = apply_lookup_mix(  # (`fit` is the flag here, not the module)
+        model, state, hs, batches, scheme_spec, lookup_mix, log=log,
+        float_scheme=parse_scheme(FIT_SCHEME) if fit else None)
     loss_fn = None
     if fit and sensitivity != "hessian":
         loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))])
