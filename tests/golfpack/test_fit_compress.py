@@ -225,3 +225,27 @@ def test_passthrough_is_chosen_where_it_is_cheapest():
 def test_impossible_budget_is_a_check_failure(setup):
     with pytest.raises(CheckFailed, match="smallest candidates"):
         _fit(setup, 3000)
+
+
+def test_cli_lookup_mix_option(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from golfpack.cli import main
+
+    _, sd, _, _ = tiny
+    ck = tmp_path / "m.safetensors"
+    checkpoint.save(ck, sd, dict(CFG))
+    _write_shard(tmp_path / "fineweb_train_000000.bin",
+                 np.random.default_rng(0).integers(0, 128, 5000))
+    base = ["compress", str(ck), "--gptq", "--scheme", SPEC, "--calib", str(tmp_path),
+            "--calib-batches", "2", "--calib-tokens", "128", "--calib-seq-len", "32",
+            "--json", "--codec", "zlib", "--budget", "100000"]
+    for bad in ("-1", "nan", "inf", "x"):
+        r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "x.golf"), "--lookup-mix", bad])
+        assert r.exit_code == 2 and "lookup-mix" in r.output, r.output
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "a.golf"), "--lookup-mix", "0"])
+    assert r.exit_code == 0, r.output
+    assert "lookup_mix" not in json.loads(r.stdout)
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "b.golf"), "--lookup-mix", "1.5"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["lookup_mix"]["lambda"] == 1.5
