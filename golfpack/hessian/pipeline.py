@@ -22,6 +22,7 @@ from golfpack.hessian import fit, gptq, lqer
 from golfpack.quant.rows import format_scheme
 
 Log = Callable[[str], None] | None
+LOOKUP_BATCHES = 4  # calibration batches the lookup curvature is measured on
 PROBE_BITS = 5  # sensitivity probes at int5 gptq-lite (the records' operating range)
 
 
@@ -315,7 +316,9 @@ def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix
         if float_scheme is None:
             return hessians, None
         scheme = float_scheme
-    curv = calib.lookup_curvature(model, batches, autocast)
+    # a backward pass costs ~2 forwards: G from the first LOOKUP_BATCHES batches (it is
+    # normalised per token, so it needs no more than the head H's batches)
+    curv = calib.lookup_curvature(model, batches[:LOOKUP_BATCHES], autocast)
     if not auto:
         return lookupmix.mix_hessians(hessians, curv, lam), {"lambda": lam, "chosen": "given",
                                                              "head_scale": curv.head_scale}
