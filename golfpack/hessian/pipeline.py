@@ -305,8 +305,11 @@ def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix
     from golfpack.quant.scheme import resolve
 
     auto = str(mix) == "auto"
-    lam = None if auto else float(mix)
-    if lam is not None and not lam >= 0:
+    try:
+        lam = None if auto else float(mix)
+    except (TypeError, ValueError):
+        lam = -1.0
+    if lam is not None and not 0 <= lam < math.inf:
         raise GolfError(f"the lookup mix must be 'auto' or a number >= 0, got {mix!r}")
     if lam == 0 or calib.TIED_KEY not in hessians or not calib._has_tied_head(model):
         return hessians, None

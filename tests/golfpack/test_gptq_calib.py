@@ -215,3 +215,5 @@ def test_lookup_mix_never_raises_calibration_loss():
     assert info["lambda"] in lookupmix.MIX_CANDIDATES
     with pytest.raises(GolfError):
         fitpack.apply_lookup_mix(model, sd, hs, batches, None, -1.0)
+    with pytest.raises(GolfError):
+        fitpack.apply_lookup_mix(model, sd, hs, batches, None, "lots")
