@@ -72,14 +72,36 @@ def prepare_data(work: Path, tokenizer: Path, train_text: Path, val_docs: Path,
     return {"train": train, "val": val, "target_bytes": tb, "shard_dir": work}
 
 
-def score_bpb(model, data: dict, device: str, seq_len: int = 1024) -> dict:
+def score_bpb(model, data: dict, device: str, seq_len: int = 1024,
+              per_token: bool = False) -> dict:
+    """Flat evaluation at `seq_len` (per_token: also the per-target nats, for paired SEs)."""
     from golfeval.score.core import score_tokens
 
     model.to(device).eval()
     r = score_tokens(model, data["val"], data["target_bytes"], mode="flat", seq_len=seq_len,
-                     batch=16 if device.startswith("cuda") else 4, device=device)
-    return {"val_bpb": r.val_bpb, "val_loss": r.val_loss, "tokens": r.scored_tokens,
-            "seconds": r.seconds}
+                     batch=16 if device.startswith("cuda") else 4, device=device,
+                     per_token=per_token)
+    out = {"val_bpb": r.val_bpb, "val_loss": r.val_loss, "tokens": r.scored_tokens,
+           "seconds": r.seconds, "seq_len": seq_len}
+    if per_token:
+        out["nats"] = r.per_token_nats
+    return out
+
+
+def paired_gap(nats_q: np.ndarray, nats_0: np.ndarray, target_bytes: np.ndarray,
+               window: int) -> tuple[float, float]:
+    """bpb gap of a round trip over the reference on the same targets, and its standard
+    error from the per-window paired differences (a ratio estimator over windows of
+    `window` targets, so that correlation inside a window is accounted for)."""
+    ok = np.isfinite(nats_q) & np.isfinite(nats_0)
+    d = np.where(ok, nats_q - nats_0, 0.0) / math.log(2.0)
+    b = np.where(ok, target_bytes[: d.size], 0).astype(np.float64)
+    w = np.arange(d.size) // window
+    D, Bw = np.bincount(w, d), np.bincount(w, b)
+    gap = D.sum() / Bw.sum()
+    n = D.size
+    se = math.sqrt(n / max(1, n - 1) * float(((D - gap * Bw) ** 2).sum())) / Bw.sum()
+    return float(gap), se
 
 
 def train_fallback(data: dict, config: dict, steps: int, batch_tokens: int, seq_len: int,

@@ -17,6 +17,18 @@ def _bits(ctx, param, value):
     return bits
 
 
+def _lookup_mix(ctx, param, value):
+    if value == "auto":
+        return value
+    try:
+        lam = float(value)
+    except ValueError:
+        lam = -1.0
+    if not lam >= 0 or lam == float("inf"):
+        raise click.BadParameter(f"{value!r}: use auto or a number >= 0")
+    return lam
+
+
 def hessian_options(f):
     opts = [
         click.option("--fit", is_flag=True,
@@ -49,6 +61,11 @@ def hessian_options(f):
                           "on the --lqer-top worst tensors; kept only where it pays."),
         click.option("--lqer-top", type=click.IntRange(min=1), default=3, show_default=True,
                      help="Tensors offered an LQER correction."),
+        click.option("--lookup-mix", default="auto", show_default=True, callback=_lookup_mix,
+                     metavar="auto|0|FLOAT",
+                     help="Tied embedding: GPTQ weighs its head H plus this multiple of its "
+                          "lookup-role curvature (0: head H only; auto: chosen by calibration "
+                          "loss)."),
         click.option("--device", default="auto", show_default=True,
                      help="Device for calibration: auto, cpu, cuda."),
     ]

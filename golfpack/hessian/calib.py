@@ -7,6 +7,11 @@ state-dict name) and for the tied embedding, whose head input is the final-norm 
 (keyed "tok_emb.weight"). Layers that read the same input tensor (attention q/k/v) share
 one H object, so the O(n·d²) product is paid once and GPTQ can factor it once.
 
+The tied embedding has a second role the head H misses: its rows are also looked up as the
+model's input. `lookup_curvature` measures that role's curvature G = Σ g gᵀ of the loss
+gradient g at the embedding output (one backward pass per batch), rescaled into the head
+H's units, so that GPTQ can weigh the embedding by H_head + λ·G (pipeline.mix_lookup).
+
 Calibration tokens come from train shards (validation data is refused) or from the model
 itself (temperature 0.8, each sequence starting at BOS).
 """
@@ -160,6 +165,98 @@ def collect_hessians(model: nn.Module, batches, autocast: bool | None = None,
         groups.setdefault(acc.alias.get(k, k), []).append(k)
     return Hessians(H=H, n_tokens={k: acc.n[acc.alias.get(k, k)] for k in H}, source=source,
                     seconds=time.perf_counter() - t0, groups=list(groups.values()))
+
+
+@dataclass
+class LookupCurvature:
+    """The tied embedding's lookup-role curvature in the head H's units.
+
+    G = Σ_t g_t g_tᵀ (g_t = ∂ Σ loss / ∂ emb(idx)_t, float64 [d, d]) is a loss curvature;
+    the head H = Σ h hᵀ is an output-error metric whose loss curvature is about
+    c·H, c = Σ_t (1 − ‖p_t‖²) ‖h_t‖² / Σ_t ‖h_t‖² (the trace of the softmax Hessian,
+    per hidden-state energy). `G_head_units` = G / c, per token counted like the head H."""
+
+    G: torch.Tensor  # Σ g gᵀ over the scored positions, float64
+    head_scale: float  # c
+    n_tokens: int  # positions whose gradient was summed
+    seconds: float = 0.0
+
+    def in_head_units(self, head_tokens: int) -> torch.Tensor:
+        """G rescaled to the head H's units and token count."""
+        return self.G * (head_tokens / max(1, self.n_tokens) / self.head_scale)
+
+
+def lookup_curvature(model: nn.Module, batches, autocast: bool | None = None,
+                     progress: bool = False) -> LookupCurvature:
+    """Σ g gᵀ of the next-token loss gradient at the tied embedding's output, and the head
+    scale c (see LookupCurvature), from one forward + backward per batch. Parameters get
+    no gradients (they are frozen for the pass and restored)."""
+    import time
+
+    from tqdm import tqdm
+
+    if not _has_tied_head(model):
+        raise GolfError("lookup curvature needs a model with a tied embedding (tok_emb + logits)")
+    device = _model_device(model)
+    emb = model.tok_emb
+    d = emb.embedding_dim
+    G = torch.zeros(d, d, dtype=torch.float64, device=device)
+    outs: list[torch.Tensor] = []  # every lookup of this batch (a model may look up twice)
+    num = den = 0.0
+    n = 0
+
+    def keep(_m, _args, out):
+        out.requires_grad_(True)
+        out.retain_grad()
+        outs.append(out)
+        return out
+
+    original = model.logits
+    seen = {}
+
+    def logits_hook(h, *args, **kwargs):
+        seen["h"] = h
+        return original(h, *args, **kwargs)
+
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in grads:
+        p.requires_grad_(False)
+    handle = emb.register_forward_hook(keep)
+    model.logits = logits_hook
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    try:
+        for batch in tqdm(batches, desc="lookup curvature", unit="batch",
+                          disable=None if progress else True):
+            b = batch.to(device)
+            with _autocast(device, autocast):
+                logits = model(b[:, :-1]).float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum")
+            loss.backward()
+            g = torch.cat([o.grad.detach().reshape(-1, d) for o in outs])
+            work = torch.float64 if g.device.type == "cuda" else torch.float32
+            for i in range(0, g.shape[0], _CHUNK_ROWS):
+                c = g[i:i + _CHUNK_ROWS].to(work)
+                G += (c.T @ c).to(torch.float64)
+            with torch.no_grad():
+                p = torch.softmax(logits.detach().double(), dim=-1).reshape(-1, logits.shape[-1])
+                e = seen["h"].detach().double().reshape(-1, d).pow(2).sum(-1)
+                num += float(((1.0 - p.pow(2).sum(-1)) * e).sum())
+                den += float(e.sum())
+            n += b[:, 1:].numel()
+            outs.clear()
+    finally:
+        handle.remove()
+        del model.logits
+        for p, req in grads:
+            p.requires_grad_(req)
+        model.train(was_training)
+    if n == 0:
+        raise GolfError("calibration: no batches")
+    scale = num / den if den > 0 and num > 0 else 1.0
+    return LookupCurvature(G.cpu(), scale, n, time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- tokens

@@ -1,18 +1,22 @@
 """Fit to budget: per tensor, the (bit width, clip) that minimises the predicted loss increase
 subject to code + artifact bytes <= budget, checked with real encodes.
 
-1. Candidates. For every fitted tensor (2-D, calibrated, not passthrough) each candidate
-   scheme (int4..int8 × {gptq-lite, sdclip(k) for a ladder of step sizes}) is run through
+1. Candidates. For every fitted tensor (2-D, float, calibrated) each candidate scheme
+   (int4..int8 × {gptq-lite, sdclip(k) for a ladder of step sizes}) is run through
    GPTQ — all candidates of all tensors sharing one H in a single stacked pass — giving its
    Hessian-weighted error e (free from GPTQ itself) and an estimate of its coded size
-   (order-0 entropy of its codes + 2 bytes per fp16 scale). Optionally an LQER correction
-   is a further candidate (its error drop for its bytes).
+   (order-0 entropy of its codes + 2 bytes per fp16 scale). fp16 passthrough (and fp32
+   where the spec stores the tensor so) is a candidate too, with its own rounding error and
+   2 (4) bytes per value, so that a small matrix is stored in float exactly when that is
+   its best use of bytes. Optionally an LQER correction is a further candidate.
 2. Predicted loss. Δloss_t ≈ α_t·e_t. α = 1 ("hessian": the plain Σ of Hessian-weighted
    errors) or measured: Δloss on calibration batches with one family (or tensor) probed at a
    coarse candidate, divided by that probe's summed error ("family" / "tensor").
-3. Allocation. A multiple-choice knapsack: a Lagrangian sweep (each tensor takes
-   argmin α·e + λ·bytes; λ bisected to the byte target) and then a greedy fill of the slack
-   by the best Δloss-per-byte upgrades.
+3. Allocation. A multiple-choice knapsack, solved two ways and the better plan kept: an
+   exact dynamic programme over byte costs (rounded up to a grid of at most DP_CELLS cells:
+   to the byte when the target is that small, so exact there; a feasible plan always) and
+   a Lagrangian sweep (argmin α·e + λ·bytes, λ bisected to the target); each then spends
+   its slack by the best Δloss-per-byte exchanges.
 4. Real bytes. The chosen plan is encoded for real. Each tensor's size estimates are
    rescaled by its measured/estimated ratio, the target moves by the miss, and the knapsack
    is solved again, until the total lands in [budget·(1 − tol), budget]; if the last real
@@ -33,6 +37,8 @@ from golfpack.hessian import gptq, lqer
 from golfpack.quant.rows import Scheme, format_scheme
 
 DEFAULT_BITS = (4, 5, 6, 7, 8)
+DP_CELLS = 1 << 16  # byte grid of the exact knapsack (1 byte per cell up to this target)
+FP16_MAX = 65504.0
 # Ladder of code standard deviations (qmax / k for sdclip(k)): the rate knob.
 CODE_STDS = (1.0, 1.41, 2.0, 2.83, 4.0, 5.66, 8.0, 11.3, 16.0)
 MIN_CLAMP_K, MAX_CLAMP_K = 3.0, 20.0
@@ -66,6 +72,10 @@ class Option:
     lqer_rank: int = 0
     lqer_bytes: int = 0
 
+    @property
+    def passthrough(self) -> bool:
+        return self.scheme.kind != "int"
+
 
 @dataclass
 class TensorChoices:
@@ -73,7 +83,8 @@ class TensorChoices:
     shape: tuple[int, ...]
     options: list[Option]
     alpha: float = 1.0  # predicted Δloss per unit of error
-    ratio: float = 1.0  # measured / estimated bytes of this tensor (from real encodes)
+    ratio: float = 1.0  # measured / estimated bytes of its integer options (real encodes)
+    pass_ratio: float = 1.0  # the same for its passthrough options (a different coder load)
 
     @property
     def params(self) -> int:
@@ -81,7 +92,8 @@ class TensorChoices:
 
     def cost(self, i: int) -> tuple[float, float]:
         o = self.options[i]
-        return self.alpha * o.err, self.ratio * (o.est_bytes - o.lqer_bytes) + o.lqer_bytes
+        r = self.pass_ratio if o.passthrough else self.ratio
+        return self.alpha * o.err, r * (o.est_bytes - o.lqer_bytes) + o.lqer_bytes
 
 
 def code_entropy_bytes(codes: torch.Tensor) -> np.ndarray:
@@ -144,13 +156,34 @@ def measure_options(weights: dict[str, torch.Tensor], preps: dict[str, gptq.Prep
     return out
 
 
+def add_passthrough_options(choices: dict[str, TensorChoices], weights, preps,
+                            kinds: dict[str, tuple[str, ...]]) -> None:
+    """Float storage as candidates: kinds[name] ⊆ {"fp16", "fp32"}. fp16's error is its
+    rounding error under H (0 where fp16 would overflow: stored fp32 then, 4 bytes per
+    value); fp32 of a float32 weight is exact."""
+    for n, ks in kinds.items():
+        tc = choices.get(n)
+        if tc is None:
+            continue
+        w = weights[n].float()
+        for k in ks:
+            if k == "fp16" and (not w.numel() or float(w.abs().max()) <= FP16_MAX):
+                err = float(gptq.row_errors(w, w.half().float(), preps[n].H).sum())
+                tc.options.append(Option(Scheme("fp16"), max(err, 0.0), 2.0 * w.numel()))
+            else:
+                tc.options.append(Option(Scheme(k), 0.0, 4.0 * w.numel()))
+
+
 def _add_lqer_options(choices, weights, preps, schemes, rank, top, block):
     """For the `top` tensors with the largest error at every width, add LQER variants of
     each candidate: same codes plus a rank-`rank` correction (measured at the mid
     candidate, whose relative gain is applied to the others)."""
-    worst = sorted(choices.values(), key=lambda c: -min(o.err for o in c.options))[:top]
+    def ints(tc):
+        return [o for o in tc.options if not o.passthrough and not o.lqer_rank]
+
+    worst = sorted(choices.values(), key=lambda c: -min(o.err for o in ints(c)))[:top]
     for tc in worst:
-        mid = sorted(tc.options, key=lambda o: o.err)[len(tc.options) // 2]
+        mid = sorted(ints(tc), key=lambda o: o.err)[len(ints(tc)) // 2]
         prep = preps[tc.name]
         r = gptq.quantize_group({tc.name: weights[tc.name]}, {tc.name: mid.scheme}, prep,
                                 block=block)[tc.name]
@@ -161,7 +194,7 @@ def _add_lqer_options(choices, weights, preps, schemes, rank, top, block):
         keep = lr.err_after / lr.err_before
         nb = lr.nbytes()
         tc.options += [Option(o.scheme, o.err * keep, o.est_bytes + nb, rank, nb)
-                       for o in list(tc.options) if not o.lqer_rank]
+                       for o in ints(tc)]
 
 
 # --------------------------------------------------------------------------- knapsack
@@ -183,9 +216,60 @@ def _total(choices, picks) -> float:
 
 
 def solve(choices: list[TensorChoices], target: float) -> list[int]:
-    """Minimise Σ α·e subject to Σ bytes <= target (a multiple-choice knapsack): a
-    Lagrangian sweep, then single and paired exchanges that spend the remaining slack."""
+    """Minimise Σ α·e subject to Σ bytes <= target (a multiple-choice knapsack): the exact
+    byte-grid DP and the Lagrangian sweep, each followed by single and paired exchanges that
+    spend the remaining slack; the plan with the lower predicted loss (never over target)."""
     L, B = _tables(choices)
+    lag = _solve_lagrangian(choices, L, B, target)
+    dp = _solve_dp(L, B, target)
+    Lf = np.where(np.isfinite(L), L, np.inf)
+    rows = np.arange(len(choices))
+
+    def loss(p):
+        return float(Lf[rows, p].sum())
+
+    if dp is None:
+        return lag
+    dp = [int(i) for i in _exchange(L, B, np.asarray(dp), target)]
+    return dp if loss(dp) <= loss(lag) else lag
+
+
+def _solve_dp(L: np.ndarray, B: np.ndarray, target: float) -> list[int] | None:
+    """Exact multiple-choice knapsack over byte costs rounded up to a grid of
+    u = max(1, target / DP_CELLS) bytes (so exact to the byte for small targets, and always
+    feasible under the true costs). None if nothing fits the grid."""
+    if not target >= 0:
+        return None
+    u = max(1.0, float(target) / DP_CELLS)
+    C = int(math.floor(target / u + 1e-9))
+    W = np.where(np.isfinite(B), np.ceil(B / u - 1e-9), C + 1).astype(np.int64)
+    W = np.maximum(W, 0)
+    Lv = np.where(np.isfinite(L), L, np.inf)
+    f = np.zeros(C + 1)  # least loss of the tensors so far within capacity c
+    pick = np.zeros((L.shape[0], C + 1), dtype=np.int16)
+    for t in range(L.shape[0]):
+        best = np.full(C + 1, np.inf)
+        arg = np.zeros(C + 1, dtype=np.int16)
+        for i in range(L.shape[1]):
+            w = int(W[t, i])
+            if w > C or not np.isfinite(Lv[t, i]):
+                continue
+            cand = f[:C + 1 - w] + Lv[t, i]
+            better = cand < best[w:]
+            best[w:] = np.where(better, cand, best[w:])
+            arg[w:] = np.where(better, i, arg[w:])
+        f, pick[t] = best, arg
+    if not np.isfinite(f[C]):
+        return None
+    out, c = [0] * L.shape[0], C
+    for t in range(L.shape[0] - 1, -1, -1):
+        i = int(pick[t, c])
+        out[t] = i
+        c -= int(W[t, i])
+    return out
+
+
+def _solve_lagrangian(choices, L, B, target) -> list[int]:
     rows = np.arange(len(choices))
     smallest = np.argmin(B, axis=1)
     if B[rows, smallest].sum() > target:
@@ -362,4 +446,8 @@ def _update_ratios(lst, picks, enc: Encoded) -> None:
         o = tc.options[i]
         base = o.est_bytes - o.lqer_bytes
         if actual is not None and base > 0:
-            tc.ratio = max(0.05, (actual - o.lqer_bytes) / base)
+            r = max(0.05, (actual - o.lqer_bytes) / base)
+            if o.passthrough:
+                tc.pass_ratio = r
+            else:
+                tc.ratio = r

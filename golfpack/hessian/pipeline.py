@@ -19,8 +19,10 @@ import torch
 
 from golfpack.errors import GolfError
 from golfpack.hessian import fit, gptq, lqer
+from golfpack.quant.rows import format_scheme
 
 Log = Callable[[str], None] | None
+LOOKUP_BATCHES = 4  # calibration batches the lookup curvature is measured on
 PROBE_BITS = 5  # sensitivity probes at int5 gptq-lite (the records' operating range)
 
 
@@ -97,8 +99,13 @@ class PlanEncoder:
         self.code_bytes, self.block = code_bytes, block
 
     def entries_for(self, plan: dict[str, fit.Option]) -> dict:
+        from golfpack.quant.qmodel import quant_entry
+
         st, cache = self.setup, self.setup.cache
         todo = {n: o for n, o in plan.items() if (n, o.scheme, o.lqer_rank) not in cache}
+        for n in [n for n, o in todo.items() if o.passthrough]:  # float storage: no GPTQ
+            sc = todo.pop(n).scheme
+            cache[(n, sc, 0)] = quant_entry(n, st.state_dict[n], sc)
         for group in st.groups:
             names = [n for n in group if n in todo]
             if not names:
@@ -164,11 +171,14 @@ def prepare_fit(state_dict, hessians, spec: str | None = None, bits=fit.DEFAULT_
 
     sd = split_banks({k: v.detach().cpu() for k, v in state_dict.items()})  # banks per slice
     schemes = resolve(spec, {n: (dtype_name(t), int(t.numel())) for n, t in sd.items()})
-    fitted = [n for n, sc in schemes.items() if sc.kind == "int" and n in hessians
-              and sd[n].dim() == 2 and sd[n].is_floating_point()]
+    # every calibrated float matrix is fitted, whatever the spec says for it (an int scheme
+    # or a float passthrough): float storage is one of its candidates, not a rule that
+    # removes it from the allocation
+    fitted = [n for n, sc in schemes.items() if sc.kind in ("int", "fp16", "fp32")
+              and n in hessians and sd[n].dim() == 2 and sd[n].is_floating_point()]
     if not fitted:
-        raise GolfError("`fit=True`: no calibrated integer matrices to allocate bits to",
-                        param="fit")
+        raise GolfError("`fit=True`: the model has no calibrated float matrices to allocate "
+                        "bytes to", param="fit")
     t0 = time.perf_counter()
     preps = gptq.prepare_all(hessians, damp)
     bad = {n: preps[n].fallback for n in fitted if preps[n].fallback}
@@ -177,6 +187,8 @@ def prepare_fit(state_dict, hessians, spec: str | None = None, bits=fit.DEFAULT_
     cands = fit.candidate_schemes(bits)
     choices = fit.measure_options(weights, preps, groups, cands, lqer_rank, lqer_top, block,
                                   progress)
+    fit.add_passthrough_options(choices, weights, preps, {
+        n: ("fp16", "fp32") if schemes[n].kind == "fp32" else ("fp16",) for n in weights})
     t1 = time.perf_counter()
     if sensitivity != "hessian":
         for n, a in measure_sensitivity(choices, weights, preps, loss_fn, sensitivity,
@@ -199,7 +211,7 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
 
     t0 = time.perf_counter()
     for tc in setup.choices.values():
-        tc.ratio = 1.0  # every budget starts from the same byte model (determinism)
+        tc.ratio = tc.pass_ratio = 1.0  # every budget starts from the same byte model (determinism)
     enc = PlanEncoder(setup, config, codec, tokenizer, int(code["code_bytes"]), block)
     sd = setup.state_dict
     other_guess = sum(2.0 * t.numel() for n, t in sd.items() if n not in setup.choices) + \
@@ -300,8 +312,48 @@ def calibrate_checkpoint(ckpt_path, config, source, n_batches: int, batch_tokens
     return state, cfg, model, hs, batches
 
 
-__all__ = ["compress_hessian", "prepare_fit", "run_fit", "FitSetup", "calibrate_checkpoint",
-           "calibration_loss_fn", "measure_sensitivity", "summarize_allocation", "PlanEncoder"]
+def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix="auto",
+                     autocast: bool | None = None, log: Log = None, float_scheme=None):
+    """The tied embedding's H with its lookup role mixed in (golfpack.hessian.lookupmix):
+    `mix` a number λ >= 0 (0: the head H alone) or "auto" (λ chosen by calibration loss at
+    the spec's scheme for the embedding; `float_scheme` instead where the spec stores it in
+    float, e.g. for a fit, which may still quantize it) -> (hessians, report or None)."""
+    from golfpack.hessian import calib, lookupmix
+    from golfpack.quant.qmodel import dtype_name
+    from golfpack.quant.scheme import resolve
+
+    auto = str(mix) == "auto"
+    try:
+        lam = None if auto else float(mix)
+    except (TypeError, ValueError):
+        lam = -1.0
+    if lam is not None and not 0 <= lam < math.inf:
+        raise GolfError(f"the lookup mix must be 'auto' or a number >= 0, got {mix!r}")
+    if lam == 0 or calib.TIED_KEY not in hessians or not calib._has_tied_head(model):
+        return hessians, None
+    w = state_dict[calib.TIED_KEY]
+    scheme = resolve(spec, {calib.TIED_KEY: (dtype_name(w), int(w.numel()))})[calib.TIED_KEY]
+    if scheme.kind != "int":
+        if float_scheme is None:
+            return hessians, None
+        scheme = float_scheme
+    # a backward pass costs ~2 forwards: G from the first LOOKUP_BATCHES batches (it is
+    # normalised per token, so it needs no more than the head H's batches)
+    curv = calib.lookup_curvature(model, batches[:LOOKUP_BATCHES], autocast)
+    if not auto:
+        return lookupmix.mix_hessians(hessians, curv, lam), {"lambda": lam, "chosen": "given",
+                                                             "head_scale": curv.head_scale}
+    loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))], autocast)
+    lam, mixed, rep = lookupmix.choose_lookup_mix(w, hessians, curv, scheme, loss_fn)
+    rep.update(chosen="auto", scheme=format_scheme(scheme), seconds=round(curv.seconds, 3))
+    if log:
+        log(f"lookup mix: λ = {lam:g} (calibration loss by λ: {rep['losses']})")
+    return mixed, rep
+
+
+__all__ = ["compress_hessian", "apply_lookup_mix", "prepare_fit", "run_fit", "FitSetup",
+           "calibrate_checkpoint", "calibration_loss_fn", "measure_sensitivity",
+           "summarize_allocation", "PlanEncoder"]
 
 
 def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer, config_path,
@@ -310,7 +362,8 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
                            calib_tokens=16384, calib_seq_len=1024, seed=0,
                            fit_bits=(4, 5, 6, 7, 8), fit_tol=0.005, sensitivity="family",
                            lqer_rank=0, lqer_top=3, device="auto", log=None,
-                           decoder=True, model_spec=None, trust_arch=False) -> dict:
+                           decoder=True, model_spec=None, trust_arch=False,
+                           lookup_mix="auto") -> dict:
     """compress --gptq / --fit: validate everything cheap first, then calibrate and pack."""
     from golfpack.hessian.shardread import train_shard_paths
 
@@ -348,6 +401,12 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     state, cfg, model, hs, batches = calibrate_checkpoint(
         checkpoint, config_path, calib, calib_batches, calib_tokens, calib_seq_len, seed,
         device, None, progress, arch=model_spec, trust=trust_arch)
+    from golfpack.hessian.lookupmix import FIT_SCHEME
+    from golfpack.quant.rows import parse_scheme
+
+    hs, mix_report = apply_lookup_mix(  # (`fit` is the flag here, not the module)
+        model, state, hs, batches, scheme_spec, lookup_mix, log=log,
+        float_scheme=parse_scheme(FIT_SCHEME) if fit else None)
     loss_fn = None
     if fit and sensitivity != "hessian":
         from golfpack.hessian.bankcalib import bank_loss_fn, has_banks
@@ -359,4 +418,6 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
         tokenizer=tokenizer, bits=fit_bits, lqer_rank=lqer_rank,
         lqer_top=lqer_top if lqer_rank else 0, sensitivity=sensitivity, loss_fn=loss_fn,
         tol=fit_tol, progress=progress, log=log)
+    if mix_report is not None:
+        report["lookup_mix"] = mix_report
     return write_artifact(output, data, report, allow_over, force)

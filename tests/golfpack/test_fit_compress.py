@@ -64,10 +64,11 @@ def test_fit_lands_under_the_budget_and_within_half_a_percent(setup, tiny):
     assert set(parse_artifact(data).state_dict()) == set(tiny[1])
     again, _ = _fit(setup, 55_000)
     assert again == data  # same setup, same budget: the same bytes
-    # More than the widest candidates need: everything at its best, under the cap.
+    # More than the widest candidates need: everything at its best (fp16 passthrough: the
+    # least error of all candidates), under the cap.
     big, rep = _fit(setup, 200_000)
-    assert len(big) < 200_000 and rep["fit"]["fill"] < 0.5
-    assert {r["scheme"].split(":")[0] for r in rep["fit"]["allocation"]} == {"int8"}
+    assert len(big) < 200_000 and rep["fit"]["fill"] < 0.7
+    assert {r["scheme"] for r in rep["fit"]["allocation"]} == {"fp16"}
 
 
 def test_fit_with_measured_sensitivity_and_lqer(tiny):
@@ -166,6 +167,85 @@ def test_cli_fit(tiny, tmp_path):
     assert 0.995 * 51000 <= rep["total_bytes"] <= 51000
 
 
+def test_fit_works_on_a_model_whose_matrices_are_all_small(tiny, tmp_path):
+    """The default spec keeps every matrix of a tiny model fp16 (@small): the fit still
+    allocates all of them, passthrough being one candidate among the int ones."""
+    from click.testing import CliRunner
+
+    from golfpack.cli import main
+
+    _, sd, hs, _ = tiny
+    st = fitpack.prepare_fit(sd, hs, None)
+    assert set(st.choices) == set(hs.names())
+    assert all(any(o.scheme.kind == "fp16" for o in tc.options) for tc in st.choices.values())
+    fills, kinds = [], set()
+    # (budgets where the candidate ladder is fine enough; see docs/gptq.md "Limits")
+    for budget in (40_000, 55_000, 85_000):
+        data, rep = _fit(st, budget)
+        assert budget * 0.995 <= rep["total_bytes"] == len(data) <= budget, rep["fit"]
+        kinds |= {r["scheme"].split(":")[0] for r in rep["fit"]["allocation"]}
+        fills.append(rep["fit"]["fill"])
+        assert set(parse_artifact(data).state_dict()) == set(sd)
+    assert "fp16" in kinds and kinds & {"int4", "int6", "int8"}  # both kinds get chosen
+    # the CLI, default scheme (the case that used to exit 2)
+    ck = tmp_path / "m.safetensors"
+    checkpoint.save(ck, sd, dict(CFG))
+    _write_shard(tmp_path / "fineweb_train_000000.bin",
+                 np.random.default_rng(0).integers(0, 128, 5000))
+    out = tmp_path / "f.golf"
+    r = CliRunner().invoke(main, [
+        "compress", str(ck), "-o", str(out), "--fit", "--budget", "60000", "--sensitivity",
+        "hessian", "--calib", str(tmp_path), "--calib-batches", "2", "--calib-tokens", "128",
+        "--calib-seq-len", "32", "--json", "--codec", "zlib", "--fit-bits", "4,6,8"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert 0.995 * 60000 <= rep["total_bytes"] <= 60000
+    assert rep["lookup_mix"]["chosen"] == "auto"
+
+
+def test_passthrough_is_chosen_where_it_is_cheapest():
+    """A matrix with one column: int8 needs a 2-byte scale per row on top of its codes,
+    fp16 needs 2 bytes per value and has (almost) no error: the fit stores it in float."""
+    torch.manual_seed(1)
+    w = {"narrow": torch.randn(64, 1), "wide": torch.randn(64, 256)}
+    hs = calib.Hessians(H={"narrow": torch.eye(1, dtype=torch.float64) * 4,
+                           "wide": torch.eye(256, dtype=torch.float64)},
+                        n_tokens={"narrow": 1, "wide": 1}, groups=[["narrow"], ["wide"]])
+    st = fitpack.prepare_fit(w, hs, "*=int6:gptq-lite", bits=(4, 6, 8))
+    nar = st.choices["narrow"]
+    fp16 = next(o for o in nar.options if o.scheme.kind == "fp16")
+    assert all(o.est_bytes > fp16.est_bytes and o.err > fp16.err
+               for o in nar.options if o is not fp16)
+    data, rep = _fit(st, 20_000)
+    alloc = {r["name"]: r["scheme"] for r in rep["fit"]["allocation"]}
+    assert alloc["narrow"] == "fp16" and alloc["wide"].startswith("int")
+    assert len(data) <= 20_000  # (two tensors: the ladder is too coarse to promise 0.5%)
+
+
 def test_impossible_budget_is_a_check_failure(setup):
     with pytest.raises(CheckFailed, match="smallest candidates"):
         _fit(setup, 3000)
+
+
+def test_cli_lookup_mix_option(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from golfpack.cli import main
+
+    _, sd, _, _ = tiny
+    ck = tmp_path / "m.safetensors"
+    checkpoint.save(ck, sd, dict(CFG))
+    _write_shard(tmp_path / "fineweb_train_000000.bin",
+                 np.random.default_rng(0).integers(0, 128, 5000))
+    base = ["compress", str(ck), "--gptq", "--scheme", SPEC, "--calib", str(tmp_path),
+            "--calib-batches", "2", "--calib-tokens", "128", "--calib-seq-len", "32",
+            "--json", "--codec", "zlib", "--budget", "100000"]
+    for bad in ("-1", "nan", "inf", "x"):
+        r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "x.golf"), "--lookup-mix", bad])
+        assert r.exit_code == 2 and "lookup-mix" in r.output, r.output
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "a.golf"), "--lookup-mix", "0"])
+    assert r.exit_code == 0, r.output
+    assert "lookup_mix" not in json.loads(r.stdout)
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "b.golf"), "--lookup-mix", "1.5"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["lookup_mix"]["lambda"] == 1.5

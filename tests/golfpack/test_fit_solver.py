@@ -122,3 +122,37 @@ def test_lqer_is_chosen_only_when_it_pays():
         o.err = next(p.err for p in opts if p.scheme == o.scheme and not p.lqer_rank)
     for target in (min(o.est_bytes for o in opts) + 1, max(o.est_bytes for o in opts) + 1):
         assert not opts[fit.solve([ch["w"]], target)[0]].lqer_rank
+
+
+def test_solve_is_exact_on_small_instances():
+    """Against brute force over every plan: the byte-grid DP finds the optimum (integer
+    byte costs, target below the grid size), where a Lagrangian sweep alone can miss it."""
+    import itertools
+
+    rnd = random.Random(5)
+    for trial in range(20):
+        ch = []
+        for t in range(4):
+            opts = [fit.Option(Scheme("int", 4, "sdclip", 7.0), rnd.uniform(0, 10),
+                               float(rnd.randint(50, 400))) for _ in range(4)]
+            if trial % 2:
+                opts.append(fit.Option(Scheme("fp16"), 0.01, float(rnd.randint(200, 500))))
+            ch.append(fit.TensorChoices(f"t{t}", (100,), opts))
+        target = sum(min(o.est_bytes for o in c.options) for c in ch) + rnd.randint(0, 800)
+
+        def tot(p, what, ch=ch):
+            return sum(getattr(c.options[i], what) for c, i in zip(ch, p, strict=True))
+
+        best = min((p for p in itertools.product(*[range(len(c.options)) for c in ch])
+                    if tot(p, "est_bytes") <= target), key=lambda p: tot(p, "err"))
+        picks = fit.solve(ch, target)
+        assert tot(picks, "est_bytes") <= target
+        assert tot(picks, "err") == pytest.approx(tot(best, "err"), rel=1e-12)
+
+
+def test_passthrough_options_keep_their_own_byte_ratio():
+    tc = fit.TensorChoices("t", (100,), [fit.Option(Scheme("int", 6, "gptq-lite"), 1.0, 80.0),
+                                         fit.Option(Scheme("fp16"), 0.0, 200.0)])
+    fit._update_ratios([tc], [1], fit.Encoded(0, {"t": 150.0}))
+    assert tc.pass_ratio == pytest.approx(0.75) and tc.ratio == 1.0
+    assert tc.cost(1)[1] == pytest.approx(150.0) and tc.cost(0)[1] == pytest.approx(80.0)

@@ -130,3 +130,90 @@ def test_self_generated_calibration_is_reproducible():
         assert torch.equal(hs[k], ref[k])
     with pytest.raises(GolfError, match="temperature"):
         calib.generate_batches(model, 1, 12, 6, temperature=0.0)
+
+
+# --------------------------------------------------------------------------- lookup role
+
+
+class _FixedLookup(nn.Module):
+    """Stands in for tok_emb: returns a given leaf tensor (its gradient is then plain
+    autograd), keeping the embedding weight for the tied head."""
+
+    def __init__(self, weight, out):
+        super().__init__()
+        self.weight, self.out = weight, out
+
+    def forward(self, idx):
+        return self.out
+
+
+def test_lookup_curvature_equals_brute_force():
+    model = _tiny(3)
+    batches = [torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(i))
+               for i in range(3)]
+    lc = calib.lookup_curvature(model, batches)
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert "logits" not in vars(model) and not model.tok_emb._forward_hooks
+    emb = model.tok_emb
+    G = torch.zeros(32, 32, dtype=torch.float64)
+    num = den = 0.0
+    for b in batches:
+        x, y = b[:, :-1], b[:, 1:]
+        e = emb.weight.detach()[x].clone().requires_grad_(True)
+        model.tok_emb = _FixedLookup(emb.weight, e)
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, 64), y.reshape(-1),
+                                          reduction="sum").backward()
+        g = e.grad.reshape(-1, 32).double()
+        G += g.T @ g
+        with torch.no_grad():
+            p = torch.softmax(logits.double(), -1).reshape(-1, 64)
+            hn = model.hidden(x).double().reshape(-1, 32).pow(2).sum(-1)
+        num += float(((1 - p.pow(2).sum(-1)) * hn).sum())
+        den += float(hn.sum())
+        model.tok_emb = emb
+    model.zero_grad(set_to_none=True)
+    assert lc.n_tokens == 3 * 2 * 16
+    torch.testing.assert_close(lc.G, G, rtol=1e-4, atol=1e-9)
+    assert lc.head_scale == pytest.approx(num / den, rel=1e-6)
+    torch.testing.assert_close(lc.in_head_units(96), G * 96 / 96 / (num / den), rtol=1e-4,
+                               atol=1e-9)
+
+
+def test_lookup_mix_never_raises_calibration_loss():
+    from golfpack.hessian import gptq, lookupmix
+    from golfpack.hessian import pipeline as fitpack
+    from golfpack.quant.rows import parse_scheme
+
+    model = _tiny(4)
+    batches = [torch.randint(0, 64, (2, 33), generator=torch.Generator().manual_seed(10 + i))
+               for i in range(3)]
+    hs = calib.collect_hessians(model, batches)
+    lc = calib.lookup_curvature(model, batches)
+    mixed = lookupmix.mix_hessians(hs, lc, 2.0)
+    key = "tok_emb.weight"
+    torch.testing.assert_close(mixed[key], hs[key] + 2.0 * lc.in_head_units(hs.n_tokens[key]))
+    assert mixed["blocks.0.mlp.fc.weight"] is hs["blocks.0.mlp.fc.weight"]
+    assert lookupmix.mix_hessians(hs, lc, 0.0) is hs
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    scheme = parse_scheme("int4:gptq-lite")
+    loss_fn = fitpack.calibration_loss_fn(model, batches)
+    lam, out, rep = lookupmix.choose_lookup_mix(sd[key], hs, lc, scheme, loss_fn)
+    r0 = gptq.quantize_gptq(sd[key], hs[key], scheme)
+    loss0 = loss_fn({key: r0.codes.float() * r0.scales.float()[:, None]})
+    assert rep["losses"]["0"] == pytest.approx(loss0, rel=1e-9)
+    assert rep["losses"][f"{lam:g}"] <= loss0
+    assert min(rep["losses"].values()) == rep["losses"][f"{lam:g}"]
+    SPEC4 = "@control=fp32;*=int4:gptq-lite"  # no @small rule: the tiny embedding is int4
+    # the pipeline helper: a given λ mixes without a search, 0 leaves H alone
+    same, none = fitpack.apply_lookup_mix(model, sd, hs, batches, SPEC4, 0)
+    assert same is hs and none is None
+    given, info = fitpack.apply_lookup_mix(model, sd, hs, batches, SPEC4, 2.0)
+    torch.testing.assert_close(given[key], mixed[key])
+    assert info["lambda"] == 2.0
+    auto, info = fitpack.apply_lookup_mix(model, sd, hs, batches, SPEC4, "auto")
+    assert info["lambda"] in lookupmix.MIX_CANDIDATES
+    with pytest.raises(GolfError):
+        fitpack.apply_lookup_mix(model, sd, hs, batches, None, -1.0)
+    with pytest.raises(GolfError):
+        fitpack.apply_lookup_mix(model, sd, hs, batches, None, "lots")
