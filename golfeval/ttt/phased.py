@@ -51,6 +51,7 @@ from golfeval.ttt.lora import (
     split_documents,
 )
 from golfeval.ttt.lora import resolve as resolve_lora
+from golfeval.ttt.restore import ModelRestore, device_seconds
 from golfeval.ttt.sgd import trainable_params
 from golfpack.errors import GolfError
 
@@ -315,14 +316,13 @@ def evaluate_phased(model, tokens: np.ndarray, target_bytes: np.ndarray,
     starts, ntargets = split_documents(tokens, bos_id)
     bounds = phase_boundaries(int(starts.size), settings.phases)
     tally = Tally(target_bytes, per_token)
-    flags = [p.requires_grad for p in model.parameters()]
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=n_targets, unit="tok", unit_scale=True, dynamic_ncols=True,
                    desc="phased TTT")
+    restore = ModelRestore(model, weights=True, bar=bar)
     n_batches = [0]
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "phased evaluation"):
@@ -349,18 +349,9 @@ def evaluate_phased(model, tokens: np.ndarray, target_bytes: np.ndarray,
 
         run = PhasedRun(model, tokens, settings, starts, ntargets, bounds, tally, trainer,
                         score_segment, ScoreFirstLedger(lambda: state_tensors(model)))
-        try:
+        with restore:
             _loop(run)
-        finally:
-            with torch.no_grad():
-                model.load_state_dict(saved)
-            for p, flag in zip(model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-            if bar is not None:
-                bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    seconds = device_seconds(device, t0)
     if on_phase is not None:
         for r in run.records:
             on_phase(r)

@@ -35,6 +35,7 @@ from golfeval.ttt.fingerprint import (
     state_tensors,
     unchanged,
 )
+from golfeval.ttt.restore import ModelRestore, device_seconds
 from golfpack.errors import GolfError
 
 
@@ -180,17 +181,16 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
     plans = chunk_plans(tokens.size, settings.seq_len, settings.stride, settings.chunk_tokens)
     nats_out = np.full(n_targets, np.nan) if per_token else None
     parts: list[ScoreResult] = []
-    flags = [p.requires_grad for p in model.parameters()]
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()} if adapt else None
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=n_targets, unit="tok", unit_scale=True, dynamic_ncols=True,
                    desc="SGD TTT" if adapt else "chunked sliding", disable=None)
+    restore = ModelRestore(model, weights=adapt, bar=bar)
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "SGD evaluation"):
-        try:
+        with restore:
             model.requires_grad_(False)
             for p in trainable_params(model, settings.freeze_blocks):
                 p.requires_grad_(adapt)
@@ -208,17 +208,7 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
                     nats_out[lo:][: seen.size][seen] = part.per_token_nats[seen]
                 if bar is not None:
                     bar.update(part.scored_tokens)
-        finally:
-            if saved is not None:
-                with torch.no_grad():
-                    model.load_state_dict(saved)
-            for p, flag in zip(model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-            if bar is not None:
-                bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    seconds = device_seconds(device, t0)
     return ScoreResult.from_sums(
         math.fsum(p.nats_sum for p in parts), sum(p.bytes_sum for p in parts),
         sum(p.scored_tokens for p in parts), seconds, per_token_nats=nats_out,
