@@ -25,15 +25,9 @@ QUICK = ["final_eval=false", "val_loss_every=0", "train_log_every=1", "val_max_t
          "train_batch_tokens=2048"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, here and in the subprocesses: the tiny model's small matrices
-    gain nothing from a second thread, and on a busy 2-core machine OpenMP's spin-waiting
-    makes them many times slower. (The bit-exact resume compares runs with equal counts.)"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread, here (one_thread) and in the subprocesses (_run_cli): the bit-exact
+# resume compares runs with equal thread counts.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
