@@ -1,5 +1,6 @@
-"""Shared fixtures: the real data beside the project (skipped when absent) and a tiny
-tokenizer + corpus built from text that ships with Python."""
+"""Shared fixtures: the real data beside the project (skipped when absent), a tiny
+tokenizer + corpus built from text that ships with Python, and the tiny model (frozen, as
+scoring takes it; saved as a checkpoint, as the CLIs take it) with its byte tables."""
 
 from __future__ import annotations
 
@@ -25,6 +26,25 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "fineweb_1024_bpe.model").is_file():
         pytest.skip("../shared/data is absent (real FineWeb docs and tokenizers live there)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def c4_shards(shared_data, tmp_path_factory):
+    """`make(train_docs, val_docs)` -> (folder, tokenizer): the first C4 documents as train
+    shards and the first FineWeb documents as val shards, with the challenge's sp1024."""
+    from golfeval.data.build import build
+
+    tok = shared_data / "fineweb_1024_bpe.model"
+
+    def make(train_docs: int, val_docs: int):
+        out = tmp_path_factory.mktemp("c4shards")
+        build(tok, shared_data / "c4_2000docs.jsonl", out, val_docs=0, max_docs=train_docs,
+              force=True)
+        build(tok, shared_data / "fineweb_val_200docs.jsonl", out, val_docs=val_docs,
+              max_docs=val_docs, force=True)
+        return out, tok
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +81,49 @@ def tiny_shards(tmp_path_factory, tiny_tokenizer, pydoc_corpus) -> Path:
     out = tmp_path_factory.mktemp("shards")
     build(tiny_tokenizer, pydoc_corpus, out, val_docs=40, shard_tokens=50_000, force=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """`tinymodels.saved_gpt()`: the default tiny model as a safe checkpoint (read-only)."""
+    from tinymodels import saved_gpt
+
+    return saved_gpt(tmp_path_factory.mktemp("ck") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def model():
+    """`tinymodels.frozen_gpt()`, built once per test module (modules may define their own)."""
+    from tinymodels import frozen_gpt
+
+    return frozen_gpt()
+
+
+@pytest.fixture(scope="module")
+def tables(tiny_tokenizer):
+    """The byte tables of `tiny_tokenizer`, built once per test module."""
+    from golfeval.data.bytetables import ByteTables
+
+    return ByteTables.from_tokenizer(tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def torchrun_score():
+    """`run(args, timeout)`: `python -m golfeval.score ARGS` on two gloo ranks under torchrun
+    (one thread each); asserts it exits 0 and returns its JSON report."""
+    import json
+    import subprocess
+    import sys
+
+    def run(args, *, timeout):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "golfeval.score", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from golfeval.ttt.fingerprint import (
     state_tensors,
     unchanged,
 )
+from golfeval.ttt.restore import ModelRestore, device_seconds
 from golfpack.errors import GolfError
 
 OPTIMIZERS = ("adam", "adamw")
@@ -279,8 +280,8 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
     batches = document_batches(np.arange(starts.size), ntargets, settings)
     mine = batches[rank::world]
     tally = Tally(target_bytes, per_token)
-    flags = [p.requires_grad for p in model.parameters()]
     bar = _progress(progress and rank == 0, int(ntargets.sum()), adapt)
+    restore = ModelRestore(model, weights=False, bar=bar)
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "LoRA evaluation"):
         model.requires_grad_(False)
@@ -288,7 +289,7 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
             drop_inference_caches(model)
         adapters = (BatchedLoRA(model, settings.targets, settings.rank, settings.batch,
                                 settings.seed, settings.scale) if adapt else None)
-        try:
+        with restore:
             for i, sel in enumerate(mine):
                 batch = DocBatch(model, tokens, starts[sel], ntargets[sel], settings, device,
                                  amp, adapters, fresh_a=i == 0)
@@ -298,15 +299,7 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
                     _loop(batch, ledger, tally, key=i)
                 if bar is not None:
                     bar.update(int(ntargets[sel].sum()) * world)
-        finally:
-            for p, flag in zip(model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-            if bar is not None:
-                bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    return result_from_tally(tally, seconds, len(batches), world)
+    return result_from_tally(tally, device_seconds(device, t0), len(batches), world)
 
 
 def _progress(on: bool, total: int, adapt: bool):

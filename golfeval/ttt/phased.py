@@ -29,10 +29,9 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from golfeval.score import distributed
-from golfeval.score.core import ScoreResult, document_mask
+from golfeval.score.core import ScoreResult
 from golfeval.ttt.fingerprint import (
     LegalityError,
     ScoreFirstLedger,
@@ -51,7 +50,8 @@ from golfeval.ttt.lora import (
     split_documents,
 )
 from golfeval.ttt.lora import resolve as resolve_lora
-from golfeval.ttt.sgd import trainable_params
+from golfeval.ttt.restore import ModelRestore, device_seconds
+from golfeval.ttt.sgd import backward_sequences, trainable_params
 from golfpack.errors import GolfError
 
 
@@ -190,20 +190,11 @@ class GlobalTrainer:
 
     def _leaf_gradient(self, starts: np.ndarray, end: int, total: int, params) -> torch.Tensor:
         """Flat float32 gradient of the summed loss of `starts`' sequences / total."""
-        lengths = np.minimum(self.s.seq_len, end - starts)
         for p in params:
             p.grad = None
-        for length in np.unique(lengths):  # the prefix's last sequence may be shorter
-            group = starts[lengths == length]
-            grid = self.tokens[group[:, None] + np.arange(int(length) + 1)].astype(np.int64)
-            idx = torch.from_numpy(grid[:, :-1]).to(self.device)
-            tgt = torch.from_numpy(grid[:, 1:]).to(self.device)
-            with self.autocast:
-                mask = document_mask(idx, self.bos_id) if self.s.doc_isolation else None
-                logits = self.model(idx) if mask is None else self.model(idx, mask)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                   tgt.reshape(-1), reduction="sum") / total
-            loss.backward()
+        backward_sequences(self.model, self.tokens, starts, end, self.s.seq_len, total,
+                           self.device, self.autocast, self.bos_id if self.s.doc_isolation
+                           else None)
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p))
                           .reshape(-1).float() for p in params])
 
@@ -315,14 +306,13 @@ def evaluate_phased(model, tokens: np.ndarray, target_bytes: np.ndarray,
     starts, ntargets = split_documents(tokens, bos_id)
     bounds = phase_boundaries(int(starts.size), settings.phases)
     tally = Tally(target_bytes, per_token)
-    flags = [p.requires_grad for p in model.parameters()]
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=n_targets, unit="tok", unit_scale=True, dynamic_ncols=True,
                    desc="phased TTT")
+    restore = ModelRestore(model, weights=True, bar=bar)
     n_batches = [0]
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "phased evaluation"):
@@ -349,18 +339,9 @@ def evaluate_phased(model, tokens: np.ndarray, target_bytes: np.ndarray,
 
         run = PhasedRun(model, tokens, settings, starts, ntargets, bounds, tally, trainer,
                         score_segment, ScoreFirstLedger(lambda: state_tensors(model)))
-        try:
+        with restore:
             _loop(run)
-        finally:
-            with torch.no_grad():
-                model.load_state_dict(saved)
-            for p, flag in zip(model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-            if bar is not None:
-                bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    seconds = device_seconds(device, t0)
     if on_phase is not None:
         for r in run.records:
             on_phase(r)

@@ -35,6 +35,7 @@ from golfeval.ttt.fingerprint import (
     state_tensors,
     unchanged,
 )
+from golfeval.ttt.restore import ModelRestore, device_seconds
 from golfpack.errors import GolfError
 
 
@@ -126,18 +127,9 @@ class ChunkTrainer:
         total = int(lengths.sum())
         lo, hi = _split(starts.size, self.rank, self.world)
         self.optimizer.zero_grad(set_to_none=False)
-        mine, mine_len = starts[lo:hi], lengths[lo:hi]
-        for length in np.unique(mine_len):  # the chunk's last sequence may be shorter
-            group = mine[mine_len == length]
-            grid = self.tokens[group[:, None] + np.arange(int(length) + 1)].astype(np.int64)
-            idx = torch.from_numpy(grid[:, :-1]).to(self.device)
-            tgt = torch.from_numpy(grid[:, 1:]).to(self.device)
-            with self.autocast:
-                mask = document_mask(idx, self.bos_id) if self.doc_isolation else None
-                logits = self.model(idx) if mask is None else self.model(idx, mask)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                   tgt.reshape(-1), reduction="sum") / total
-            loss.backward()
+        backward_sequences(self.model, self.tokens, starts[lo:hi], end, self.s.seq_len, total,
+                           self.device, self.autocast, self.bos_id if self.doc_isolation
+                           else None)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         if self.reduce:
             flat = torch.cat([g.reshape(-1) for g in grads])
@@ -180,17 +172,16 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
     plans = chunk_plans(tokens.size, settings.seq_len, settings.stride, settings.chunk_tokens)
     nats_out = np.full(n_targets, np.nan) if per_token else None
     parts: list[ScoreResult] = []
-    flags = [p.requires_grad for p in model.parameters()]
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()} if adapt else None
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=n_targets, unit="tok", unit_scale=True, dynamic_ncols=True,
                    desc="SGD TTT" if adapt else "chunked sliding", disable=None)
+    restore = ModelRestore(model, weights=adapt, bar=bar)
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "SGD evaluation"):
-        try:
+        with restore:
             model.requires_grad_(False)
             for p in trainable_params(model, settings.freeze_blocks):
                 p.requires_grad_(adapt)
@@ -208,22 +199,31 @@ def evaluate_sgd(model, tokens: np.ndarray, target_bytes: np.ndarray,
                     nats_out[lo:][: seen.size][seen] = part.per_token_nats[seen]
                 if bar is not None:
                     bar.update(part.scored_tokens)
-        finally:
-            if saved is not None:
-                with torch.no_grad():
-                    model.load_state_dict(saved)
-            for p, flag in zip(model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-            if bar is not None:
-                bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    seconds = device_seconds(device, t0)
     return ScoreResult.from_sums(
         math.fsum(p.nats_sum for p in parts), sum(p.bytes_sum for p in parts),
         sum(p.scored_tokens for p in parts), seconds, per_token_nats=nats_out,
         windows=sum(p.windows for p in parts), n_targets=n_targets,
         ranks=min((p.ranks for p in parts), default=1))
+
+
+def backward_sequences(model, tokens: np.ndarray, starts: np.ndarray, end: int, seq_len: int,
+                       total: int, device, autocast, isolate_bos: int | None) -> None:
+    """Backpropagate the summed next-token loss of the sequences at `starts` (each
+    min(seq_len, end - start) targets, grouped by length) divided by `total`; with
+    `isolate_bos`, attention never crosses that token."""
+    lengths = np.minimum(seq_len, end - starts)
+    for length in np.unique(lengths):  # the last sequence before `end` may be shorter
+        group = starts[lengths == length]
+        grid = tokens[group[:, None] + np.arange(int(length) + 1)].astype(np.int64)
+        idx = torch.from_numpy(grid[:, :-1]).to(device)
+        tgt = torch.from_numpy(grid[:, 1:]).to(device)
+        with autocast:
+            mask = None if isolate_bos is None else document_mask(idx, isolate_bos)
+            logits = model(idx) if mask is None else model(idx, mask)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                               tgt.reshape(-1), reduction="sum") / total
+        loss.backward()
 
 
 def trainable_params(model, freeze_blocks: int = 0) -> list[torch.Tensor]:

@@ -1,9 +1,6 @@
-"""A minimal reader of the challenge's token shards, for calibration inside golfpack.
-
-golfpack may not import golfeval, so this repeats only the read side of the format
-(256 little-endian int32 header words: magic 20240520, version 1, token count n; then n
-little-endian uint16 tokens; file size exactly 1024 + 2n) and the one rule calibration needs
-most: validation data (`fineweb_val_*`, byte sidecars included) is never read.
+"""Train shards for calibration inside golfpack, and the one rule calibration needs most:
+validation data (`fineweb_val_*`, byte sidecars included) is never read. The shard format
+itself is `golfpack.shards` (shared with golfeval's reader).
 """
 
 from __future__ import annotations
@@ -14,8 +11,7 @@ import os
 import numpy as np
 
 from golfpack.errors import GolfError
-
-MAGIC, VERSION, HEADER_BYTES = 20240520, 1, 1024
+from golfpack.shards import ShardError, read_shard
 
 
 class CalibrationDataError(GolfError):
@@ -50,26 +46,10 @@ def train_shard_paths(source) -> list[str]:
 
 def read_tokens(path, vocab_size: int | None = None) -> np.ndarray:
     """Validate a shard and memory-map its tokens (uint16, read-only)."""
-    path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            header = np.frombuffer(fh.read(HEADER_BYTES), dtype="<i4")
-    except OSError as exc:
-        raise CalibrationDataError(f"{path}: cannot read shard ({exc.strerror})") from None
-    if header.size < 3 or int(header[0]) != MAGIC or int(header[1]) != VERSION:
-        raise CalibrationDataError(f"{path}: not a token shard (bad magic or version)")
-    n = int(header[2])
-    if n < 0 or size != HEADER_BYTES + 2 * n:
-        raise CalibrationDataError(
-            f"{path}: header says {n} tokens ({HEADER_BYTES + 2 * n} bytes), file has {size}")
-    if n == 0:
-        return np.zeros(0, dtype=np.uint16)
-    tokens = np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
-    if vocab_size is not None and int(tokens.max()) >= vocab_size:
-        raise CalibrationDataError(
-            f"{path}: token id {int(tokens.max())} is >= the model's vocab size {vocab_size}")
-    return tokens
+        return read_shard(path, vocab_size)
+    except ShardError as exc:
+        raise CalibrationDataError(str(exc)) from None
 
 
 def load_train_tokens(source, n_tokens: int, vocab_size: int | None = None) -> np.ndarray:

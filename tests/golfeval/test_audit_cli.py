@@ -7,18 +7,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from tinymodels import saved_gpt
 
 from golfeval.audit import causality as audit
 from golfeval.cli import main
 from golfeval.ttt.lora import evaluate_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return saved_gpt(tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 def _run(checkpoint, tiny_shards, tiny_tokenizer, *args):
@@ -28,8 +22,8 @@ def _run(checkpoint, tiny_shards, tiny_tokenizer, *args):
     return CliRunner().invoke(main, base + list(args))
 
 
-def test_sliding_passes_as_json(checkpoint, tiny_shards, tiny_tokenizer):
-    r = _run(checkpoint, tiny_shards, tiny_tokenizer, "--mode", "sliding", "--json")
+def test_sliding_passes_as_json(tiny_checkpoint, tiny_shards, tiny_tokenizer):
+    r = _run(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--mode", "sliding", "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["result"] == "PASS" and rep["first_violation"] is None
@@ -37,8 +31,8 @@ def test_sliding_passes_as_json(checkpoint, tiny_shards, tiny_tokenizer):
     assert all(c["ok"] for c in rep["checks"])
 
 
-def test_lora_passes_with_text_report(checkpoint, tiny_shards, tiny_tokenizer):
-    r = _run(checkpoint, tiny_shards, tiny_tokenizer, "--mode", "lora", "--ttt-chunk", "64",
+def test_lora_passes_with_text_report(tiny_checkpoint, tiny_shards, tiny_tokenizer):
+    r = _run(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--mode", "lora", "--ttt-chunk", "64",
              "--ttt-rank", "2")
     assert r.exit_code == 0, r.output
     assert "PASS lora on 700 tokens, 2 cuts" in r.output
@@ -52,14 +46,14 @@ def _leaky_loop(batch, ledger, tally, key):
         tally.add(batch, c, batch.forward(c))
 
 
-def test_a_leaky_mode_fails_with_exit_1(checkpoint, tiny_shards, tiny_tokenizer, monkeypatch):
+def test_a_leaky_mode_fails_with_exit_1(tiny_checkpoint, tiny_shards, tiny_tokenizer, monkeypatch):
     def leaky(model, cfg):
         return audit.AuditMode("lora", lambda t, tb: evaluate_lora(
             model, t, tb, cfg.ttt, per_token=True, _loop=_leaky_loop),
             boundaries=lambda t: [100])  # cuts 99..101 sit inside a trained chunk
 
     monkeypatch.setitem(audit.MODES, "lora", leaky)
-    r = _run(checkpoint, tiny_shards, tiny_tokenizer, "--mode", "lora", "--ttt-chunk", "64",
+    r = _run(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--mode", "lora", "--ttt-chunk", "64",
              "--ttt-rank", "2")
     assert r.exit_code == 1, r.output
     assert "FAIL lora" in r.output and "first violating position 65" in r.output
@@ -72,8 +66,8 @@ def test_a_leaky_mode_fails_with_exit_1(checkpoint, tiny_shards, tiny_tokenizer,
     (["--mode", "sgd", "--ttt-rank", "2"], "do not apply to sgd"),
     (["--mode", "lora", "--ttt-chunk", "32", "--ttt-targets", "q,zz"], "unknown LoRA target"),
 ])
-def test_bad_options_are_one_line_errors(checkpoint, tiny_shards, tiny_tokenizer, args, msg):
-    r = _run(checkpoint, tiny_shards, tiny_tokenizer, *args)
+def test_bad_options_are_one_line_errors(tiny_checkpoint, tiny_shards, tiny_tokenizer, args, msg):
+    r = _run(tiny_checkpoint, tiny_shards, tiny_tokenizer, *args)
     last = r.output.strip().splitlines()[-1]
     assert r.exit_code == 2 and last.startswith("error: ") and msg in last
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from tinymodels import frozen_gpt
 
 from golfeval.audit.causality import MODES, AuditConfig, AuditMode, build_mode, run_audit
 from golfeval.audit.checks import (
@@ -23,23 +22,12 @@ from golfeval.audit.checks import (
     check_target_independence,
 )
 from golfeval.cli import main
-from golfeval.data.bytetables import ByteTables
 from golfeval.data.shards import load_tokens
 from golfeval.score.core import ScoreResult, score_tokens
 from golfeval.ttt.lora import split_documents
 
 SEQ = 32
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return frozen_gpt()
-
-
-@pytest.fixture(scope="module")
-def tables(tiny_tokenizer):
-    return ByteTables.from_tokenizer(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tinymodels import frozen_gpt
 
 from golfeval.audit.causality import (
     MODES,
@@ -17,7 +16,6 @@ from golfeval.audit.causality import (
     register,
     run_audit,
 )
-from golfeval.data.bytetables import ByteTables
 from golfeval.data.shards import load_tokens
 from golfeval.score.core import ScoreResult
 from golfeval.ttt.lora import LoraSettings, evaluate_lora, split_documents
@@ -30,16 +28,6 @@ SGD = SGDSettings(chunk_tokens=300, seq_len=64, stride=16, train_batch=4, lr=0.0
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return frozen_gpt()
-
-
-@pytest.fixture(scope="module")
-def tables(tiny_tokenizer):
-    return ByteTables.from_tokenizer(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from golfeval.score.core import score_tokens
 from golfpack.checkpoint import save
 from golfpack.errors import GolfError, NonFiniteError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PoisonAt(torch.nn.Module):

@@ -8,18 +8,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tinymodels import frozen_gpt, saved_gpt
+from tinymodels import frozen_gpt
 
 from golfeval.cli import main
 from golfeval.score.evaluate import evaluate, warm_up
 from golfeval.ttt.fingerprint import fingerprint, state_tensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return saved_gpt(tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 def _score(checkpoint, tiny_shards, tiny_tokenizer, *args):
@@ -29,8 +24,8 @@ def _score(checkpoint, tiny_shards, tiny_tokenizer, *args):
     return CliRunner().invoke(main, base + list(args))
 
 
-def test_report_times_the_whole_evaluation(checkpoint, tiny_shards, tiny_tokenizer):
-    rep = evaluate(checkpoint=checkpoint, data=tiny_shards, tokenizer=tiny_tokenizer,
+def test_report_times_the_whole_evaluation(tiny_checkpoint, tiny_shards, tiny_tokenizer):
+    rep = evaluate(checkpoint=tiny_checkpoint, data=tiny_shards, tokenizer=tiny_tokenizer,
                    seq_len=64, stride=32, max_tokens=400, device="cpu", eval_budget=600)
     t = rep["timing"]
     assert set(t) == {"startup_s", "load_s", "data_s", "warmup_s", "score_s", "ttt_s",
@@ -41,16 +36,16 @@ def test_report_times_the_whole_evaluation(checkpoint, tiny_shards, tiny_tokeniz
     assert rep["eval_budget"] == 600 and rep["within_budget"] is True
 
 
-def test_budget_exceeded_exits_1_after_the_report(checkpoint, tiny_shards, tiny_tokenizer):
-    r = _score(checkpoint, tiny_shards, tiny_tokenizer, "--eval-budget", "1e-6", "--json")
+def test_budget_exceeded_exits_1_after_the_report(tiny_checkpoint, tiny_shards, tiny_tokenizer):
+    r = _score(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--eval-budget", "1e-6", "--json")
     assert r.exit_code == 1
     rep = json.loads(r.output[: r.output.rindex("}") + 1])
     assert rep["within_budget"] is False and rep["eval_budget"] == 1e-6
     assert "over the 1e-06 s budget" in r.output.strip().splitlines()[-1]
-    ok = _score(checkpoint, tiny_shards, tiny_tokenizer, "--eval-budget", "600")
+    ok = _score(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--eval-budget", "600")
     assert ok.exit_code == 0, ok.output
     assert "of a 600 s budget (within)" in ok.output
-    bad = _score(checkpoint, tiny_shards, tiny_tokenizer, "--eval-budget", "0")
+    bad = _score(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--eval-budget", "0")
     assert bad.exit_code == 2
 
 

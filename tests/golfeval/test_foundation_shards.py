@@ -72,6 +72,30 @@ def test_truncated_header(tmp_path):
         shards.read_shard(p)
 
 
+def test_short_non_shard_is_named_by_its_magic(tmp_path):
+    """A file shorter than a header that is not a shard says so (what calibration relies on)."""
+    p = tmp_path / "fineweb_train_000000.bin"
+    p.write_bytes(b"\0" * 100)
+    with pytest.raises(ShardError, match="wrong magic 0"):
+        shards.read_shard(p)
+
+
+def test_one_format_for_golfeval_and_golfpack(tmp_path):
+    """golfeval reads shards with golfpack's format (golfpack may not import golfeval), and
+    golfpack's calibration reader turns its errors into calibration errors."""
+    import golfpack.shards
+    from golfpack.hessian import shardread
+
+    assert shards.read_shard is golfpack.shards.read_shard
+    assert shards.ShardError is golfpack.shards.ShardError
+    p = _valid(tmp_path)
+    assert shardread.read_tokens(p).tolist() == list(range(10))
+    assert isinstance(shardread.read_tokens(p), np.memmap)
+    _patch_word(p, 1, 7)
+    with pytest.raises(shardread.CalibrationDataError, match="unsupported version 7"):
+        shardread.read_tokens(p)
+
+
 def test_token_beyond_vocab(tmp_path):
     p = tmp_path / "fineweb_val_000000.bin"
     shards.write_shard(p, np.array([1, 5, 1100, 7]))

@@ -12,7 +12,6 @@ import types
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from tinymodels import live_gpt
 
@@ -26,12 +25,7 @@ N = 1500
 BASE = ["--seq-len", "64", "--stride", "16", "--max-tokens", str(N), "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(vocab=512, seed=0):

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import torch
 from tinymodels import saved_gpt
 
 from golfeval.score.evaluate import evaluate
@@ -22,28 +17,19 @@ def ckpt(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_equal_one(ckpt, tiny_shards, tiny_tokenizer, tmp_path):
+def test_two_gloo_ranks_equal_one(ckpt, tiny_shards, tiny_tokenizer, tmp_path, torchrun_score,
+                                  one_thread):
     n, out = 2500, tmp_path / "two.npz"
     args = ["--checkpoint", str(ckpt), "--data", str(tiny_shards), "--tokenizer",
             str(tiny_tokenizer), "--seq-len", "64", "--stride", "16", "--max-tokens", str(n),
             "--batch", "3", "--device", "cpu", "--threads", "1", "--per-token", str(out),
             "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "golfeval.score", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    two = json.loads(proc.stdout)
+    two = torchrun_score(args, timeout=120)
     assert two["ranks"] == 2 and two["scored_tokens"] == n - 1
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        one = evaluate(checkpoint=ckpt, data=tiny_shards, tokenizer=tiny_tokenizer, seq_len=64,
-                       stride=16, max_tokens=n, batch=7, device="cpu",
-                       per_token_path=tmp_path / "one.npz")
-    finally:
-        torch.set_num_threads(before)
+    one = evaluate(checkpoint=ckpt, data=tiny_shards, tokenizer=tiny_tokenizer, seq_len=64,
+                   stride=16, max_tokens=n, batch=7, device="cpu",
+                   per_token_path=tmp_path / "one.npz")
     assert one["ranks"] == 1
     assert math.isclose(two["nats_sum"], one["nats_sum"], rel_tol=1e-9, abs_tol=0)
     assert (two["bytes"], two["windows"]) == (one["bytes"], one["windows"])

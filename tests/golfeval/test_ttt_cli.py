@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tinymodels import frozen_gpt, saved_gpt
+from tinymodels import frozen_gpt
 
 from golfeval.cli import main
 from golfeval.ttt.lora import LoraSettings
@@ -21,11 +21,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _model():
     return frozen_gpt()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return saved_gpt(tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 def _score(checkpoint, tiny_shards, tiny_tokenizer, *args):
@@ -41,12 +36,12 @@ def _score(checkpoint, tiny_shards, tiny_tokenizer, *args):
     ("phased", ["--ttt-chunk", "32", "--ttt-rank", "2", "--ttt-phases", "0.5",
                 "--ttt-phase-batch", "4", "--ttt-lr", "0.02"]),
 ])
-def test_score_with_ttt_reports_both_scores(checkpoint, tiny_shards, tiny_tokenizer, kind,
+def test_score_with_ttt_reports_both_scores(tiny_checkpoint, tiny_shards, tiny_tokenizer, kind,
                                             extra):
-    plain = _score(checkpoint, tiny_shards, tiny_tokenizer, "--json")
+    plain = _score(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--json")
     assert plain.exit_code == 0, plain.output
     plain = json.loads(plain.output)
-    r = _score(checkpoint, tiny_shards, tiny_tokenizer, "--ttt", kind, "--json", *extra)
+    r = _score(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--ttt", kind, "--json", *extra)
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["pre_ttt_bpb"] == plain["val_bpb"] and rep["mode"] == "sliding"
@@ -61,8 +56,8 @@ def test_score_with_ttt_reports_both_scores(checkpoint, tiny_shards, tiny_tokeni
     assert rep["line"].startswith(rep["label"] + " val_loss:")
 
 
-def test_text_output_names_the_gain(checkpoint, tiny_shards, tiny_tokenizer):
-    r = _score(checkpoint, tiny_shards, tiny_tokenizer, "--ttt", "lora", "--ttt-chunk", "32")
+def test_text_output_names_the_gain(tiny_checkpoint, tiny_shards, tiny_tokenizer):
+    r = _score(tiny_checkpoint, tiny_shards, tiny_tokenizer, "--ttt", "lora", "--ttt-chunk", "32")
     assert r.exit_code == 0, r.output
     assert "ttt     lora: pre-TTT val_bpb" in r.output
     assert r.output.strip().splitlines()[-1].startswith("final_ttt_lora_exact val_loss:")
@@ -78,8 +73,8 @@ def test_text_output_names_the_gain(checkpoint, tiny_shards, tiny_tokenizer):
       "0.1,0.2,0.3"], "phases"),
     (["--ttt", "lora", "--ttt-phases", "3"], "do not apply to lora"),
 ])
-def test_option_errors(checkpoint, tiny_shards, tiny_tokenizer, args, msg):
-    r = _score(checkpoint, tiny_shards, tiny_tokenizer, *args)
+def test_option_errors(tiny_checkpoint, tiny_shards, tiny_tokenizer, args, msg):
+    r = _score(tiny_checkpoint, tiny_shards, tiny_tokenizer, *args)
     assert r.exit_code == 2 and msg in r.output.strip().splitlines()[-1]
 
 

@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tinymodels import frozen_gpt
 
 from golfeval.data.shards import load_tokens
 from golfeval.ttt.lora import (
@@ -25,11 +24,6 @@ S = LoraSettings(rank=4, chunk=32, context=96, batch=3)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return frozen_gpt()
 
 
 @pytest.fixture(scope="module")

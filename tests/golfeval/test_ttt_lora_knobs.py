@@ -9,10 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tinymodels import frozen_gpt
 
 from golfeval.audit.causality import AuditConfig, build_mode, run_audit
-from golfeval.data.bytetables import ByteTables
 from golfeval.data.shards import load_tokens
 from golfeval.ttt.lora import LoraSettings, document_batches, evaluate_lora, split_documents
 from golfeval.ttt.settings import make_settings
@@ -22,16 +20,6 @@ from golfpack.errors import GolfError
 S = LoraSettings(rank=4, chunk=32, context=64, batch=2)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return frozen_gpt()
-
-
-@pytest.fixture(scope="module")
-def tables(tiny_tokenizer):
-    return ByteTables.from_tokenizer(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tinymodels import frozen_gpt
 
 from golfeval.audit.causality import AuditConfig, AuditMode, build_mode, run_audit
-from golfeval.data.bytetables import ByteTables
 from golfeval.data.shards import load_tokens
 from golfeval.ttt.fingerprint import LegalityError, fingerprint, state_tensors
 from golfeval.ttt.lora import LoraSettings, evaluate_lora, split_documents
@@ -28,16 +26,6 @@ LORA = LoraSettings(rank=4, chunk=32, context=64, batch=3)
 SGD = (PhaseSGD(lr=0.05, momentum=0.9, epochs=1),)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return frozen_gpt()
-
-
-@pytest.fixture(scope="module")
-def tables(tiny_tokenizer):
-    return ByteTables.from_tokenizer(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

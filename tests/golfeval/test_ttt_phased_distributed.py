@@ -4,14 +4,8 @@ the same order whatever the rank count."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-import torch
 from tinymodels import saved_gpt
 
 from golfeval.data.shards import load_tokens
@@ -24,7 +18,8 @@ OPTS = dict(rank=4, chunk=32, phases="1,2", phase_lr="0.05", phase_batch=4)
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_equal_one_bit_for_bit(tiny_shards, tiny_tokenizer, tmp_path):
+def test_two_gloo_ranks_equal_one_bit_for_bit(tiny_shards, tiny_tokenizer, tmp_path,
+                                              torchrun_score, one_thread):
     ckpt = saved_gpt(tmp_path / "tiny.safetensors", 1, model_dim=32)
     out = tmp_path / "two.npz"
     args = ["--checkpoint", str(ckpt), "--data", str(tiny_shards), "--tokenizer",
@@ -32,23 +27,14 @@ def test_two_gloo_ranks_equal_one_bit_for_bit(tiny_shards, tiny_tokenizer, tmp_p
             "--threads", "1", "--per-token", str(out), "--json", "--ttt", "phased",
             "--ttt-rank", "4", "--ttt-chunk", "32", "--ttt-phases", "1,2",
             "--ttt-phase-lr", "0.05", "--ttt-phase-batch", "4", "--ttt-docs-per-batch", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "golfeval.score", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    two = json.loads(proc.stdout)
+    two = torchrun_score(args, timeout=300)
     assert two["ranks"] == 2 and two["scored_tokens"] == N - 1
     assert two["eval_seconds"] >= two["ttt_seconds"] > 0      # the slowest rank's
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:   # one rank, three documents per forward
-        one = evaluate(checkpoint=ckpt, data=tiny_shards, tokenizer=tiny_tokenizer, seq_len=64,
-                       max_tokens=N, device="cpu", per_token_path=tmp_path / "one.npz",
-                       ttt=make_settings("phased", seq_len=64, docs_per_batch=3, **OPTS))
-    finally:
-        torch.set_num_threads(before)
+    # one rank (one thread), three documents per forward
+    one = evaluate(checkpoint=ckpt, data=tiny_shards, tokenizer=tiny_tokenizer, seq_len=64,
+                   max_tokens=N, device="cpu", per_token_path=tmp_path / "one.npz",
+                   ttt=make_settings("phased", seq_len=64, docs_per_batch=3, **OPTS))
     assert one["ranks"] == 1
     n_docs = split_documents(load_tokens(tiny_shards, "val", max_tokens=N))[0].size
     assert n_docs >= 3

@@ -38,11 +38,6 @@ def _stream(n=1500, seed=0):
     return t.astype(np.int64)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return _model()
-
-
 @pytest.mark.parametrize("n,L,S_,C", [(1500, 64, 16, 448), (1500, 64, 16, 500),
                                       (1000, 64, 16, 50), (70, 64, 16, 448), (2, 64, 16, 8)])
 def test_chunk_plans_cover_each_target_once_inside_its_chunk(n, L, S_, C):

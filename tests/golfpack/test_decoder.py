@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from artifactbytes import reseal, split
 
 from golfpack import decoder as gd
 from golfpack.artifact import encode_artifact, parse_artifact
@@ -300,28 +301,6 @@ def test_decoder_in_an_interpreter_without_golf(tmp_path):
 
 
 # ----------------------------------------------------------------------------- fuzz corpus
-def _split(blob: bytes):
-    from golfpack.format.header import _header_body
-
-    hl = int.from_bytes(blob[12:16], "little")
-    return _header_body(blob[16:16 + hl]), blob[16 + hl + 8:]
-
-
-def _reseal(body: bytes, payloads: bytes) -> bytes:
-    """A file with a valid header digest around an arbitrary (mutated) header body."""
-    from golfpack.format.binio import Writer
-    from golfpack.format.layout import MAGIC
-    from golfpack.format.layout import digest as dg
-
-    w = Writer()
-    w.u8(0)
-    w.varint(len(body))
-    w.raw(body)
-    inner = w.getvalue()
-    head = MAGIC + (1).to_bytes(2, "little") + bytes(2) + len(inner).to_bytes(4, "little") + inner
-    return head + dg(head) + payloads
-
-
 def _agree(data: bytes) -> str:
     """golfpack's reader and the decoder agree: both refuse (one line each), or both load
     the same tensors. -> "ok" or "refused"."""
@@ -362,8 +341,8 @@ def test_fuzz_flips_and_truncations_agree(fuzz_blob):
 
 @pytest.mark.slow
 def test_fuzz_resealed_header_mutations_agree(fuzz_blob):
-    body, payloads = _split(fuzz_blob)
-    assert _agree(_reseal(body, payloads)) == "ok"
+    body, payloads = split(fuzz_blob)
+    assert _agree(reseal(body, payloads)) == "ok"
     rng = np.random.default_rng(1)
     seen = []
     for i in range(400):
@@ -371,9 +350,9 @@ def test_fuzz_resealed_header_mutations_agree(fuzz_blob):
         for _ in range(int(rng.integers(1, 3))):
             pos = int(rng.integers(0, len(b)))
             b[pos] = int(rng.integers(0, 256)) if i % 2 else b[pos] ^ (1 << int(rng.integers(8)))
-        seen.append(_agree(_reseal(bytes(b), payloads)))
+        seen.append(_agree(reseal(bytes(b), payloads)))
     for cut in range(0, len(body), max(1, len(body) // 40)):
-        seen.append(_agree(_reseal(body[:cut], payloads)))
+        seen.append(_agree(reseal(body[:cut], payloads)))
     assert "ok" in seen and "refused" in seen
 
 
@@ -382,7 +361,7 @@ def test_fuzz_resealed_payload_mutations_agree(fuzz_blob):
     from golfpack.format.layout import digest as dg
 
     art = parse_artifact(fuzz_blob)
-    body, payloads = _split(fuzz_blob)
+    body, payloads = split(fuzz_blob)
     base = art.streams[0].offset
     rng = np.random.default_rng(2)
     seen = []
@@ -393,7 +372,7 @@ def test_fuzz_resealed_payload_mutations_agree(fuzz_blob):
         p = bytearray(payloads)
         p[s.offset - base + int(rng.integers(0, s.stored_len))] ^= int(rng.integers(1, 256))
         new = dg(bytes(p[s.offset - base:s.offset - base + s.stored_len]))
-        seen.append(_agree(_reseal(body.replace(s.checksum, new), bytes(p))))
+        seen.append(_agree(reseal(body.replace(s.checksum, new), bytes(p))))
     assert "refused" in seen
 
 
@@ -446,7 +425,7 @@ def test_ans_hostile_row_references_agree():
 
     data = _twin_rows_artifact()
     art = parse_artifact(data)
-    body, payloads = _split(data)
+    body, payloads = split(data)
     s = next(s for s in art.streams if s.codec == "ans")
     base = s.offset - art.streams[0].offset
     seen = set()
@@ -455,7 +434,7 @@ def test_ans_hostile_row_references_agree():
             p = bytearray(payloads)
             p[base + pos] = v
             new = dg(bytes(p[base:base + s.stored_len]))
-            seen.add(_agree(_reseal(body.replace(s.checksum, new), bytes(p))))
+            seen.add(_agree(reseal(body.replace(s.checksum, new), bytes(p))))
     assert "refused" in seen
 
 

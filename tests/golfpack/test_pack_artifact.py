@@ -9,12 +9,11 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from artifactbytes import reseal, split
 
 from golfpack import artifact
 from golfpack.artifact import MAGIC, encode_artifact, load_artifact, parse_artifact
 from golfpack.errors import ArtifactError
-from golfpack.format.binio import Writer
-from golfpack.format.header import _header_body
 from golfpack.quant.qmodel import Entry, Part, QuantizedModel, quantize_state_dict
 
 SPEC = "@control=fp32;@small(100)=fp16;tok_emb*=int8:gptq-lite;*.mlp.*=int5:amax;*=int6:gptq-lite"
@@ -178,23 +177,6 @@ def test_fuzz_flips_and_truncations_give_artifact_error(fuzz_blob):
         assert time.perf_counter() - t0 < 2.0
 
 
-def _split(blob: bytes):
-    hl = int.from_bytes(blob[12:16], "little")
-    body = _header_body(blob[16:16 + hl])
-    return body, blob[16 + hl + 8:]
-
-
-def _reseal(body: bytes, payloads: bytes) -> bytes:
-    """A file with a valid header digest around an arbitrary (mutated) header body."""
-    w = Writer()
-    w.u8(0)
-    w.varint(len(body))
-    w.raw(body)
-    inner = w.getvalue()
-    head = MAGIC + (1).to_bytes(2, "little") + bytes(2) + len(inner).to_bytes(4, "little") + inner
-    return head + artifact.digest(head) + payloads
-
-
 def _check_resealed(data: bytes, limit_bytes: int, trace: bool = True):
     """Valid checksums, hostile content: an ArtifactError or a clean load; never another
     exception, a hang, or an allocation beyond what the file declares (traced when asked:
@@ -216,9 +198,9 @@ def _check_resealed(data: bytes, limit_bytes: int, trace: bool = True):
 
 
 def test_fuzz_resealed_header_mutations(fuzz_blob):
-    body, payloads = _split(fuzz_blob)
-    assert _reseal(body, payloads) != fuzz_blob  # stored vs compressed header, same content
-    _load_fully(_reseal(body, payloads))
+    body, payloads = split(fuzz_blob)
+    assert reseal(body, payloads) != fuzz_blob  # stored vs compressed header, same content
+    _load_fully(reseal(body, payloads))
     rng = np.random.default_rng(1)
     limit = 48 * 1024 * 1024
     for i in range(120):
@@ -226,16 +208,16 @@ def test_fuzz_resealed_header_mutations(fuzz_blob):
         for _ in range(int(rng.integers(1, 3))):
             pos = int(rng.integers(0, len(b)))
             b[pos] = int(rng.integers(0, 256)) if i % 2 else b[pos] ^ (1 << int(rng.integers(8)))
-        _check_resealed(_reseal(bytes(b), payloads), limit, trace=i % 4 == 0)
+        _check_resealed(reseal(bytes(b), payloads), limit, trace=i % 4 == 0)
     for cut in range(0, len(body), max(1, len(body) // 25)):
-        _check_resealed(_reseal(body[:cut], payloads), limit, trace=cut % 3 == 0)
+        _check_resealed(reseal(body[:cut], payloads), limit, trace=cut % 3 == 0)
 
 
 def test_fuzz_resealed_payload_mutations(fuzz_blob):
     """Flip bytes inside ans payloads and fix the stream digest: the decoder itself must
     notice (or decode in-range codes) without crashing."""
     art = parse_artifact(fuzz_blob)
-    body, payloads = _split(fuzz_blob)
+    body, payloads = split(fuzz_blob)
     base = art.streams[0].offset
     rng = np.random.default_rng(2)
     ans = [s for s in art.streams if s.codec == "ans"]
@@ -248,7 +230,7 @@ def test_fuzz_resealed_payload_mutations(fuzz_blob):
         p[pos] ^= int(rng.integers(1, 256))
         new_sum = artifact.digest(bytes(p[s.offset - base:s.offset - base + s.stored_len]))
         assert body.count(s.checksum) == 1
-        mutated = parse_artifact(_reseal(body.replace(s.checksum, new_sum), bytes(p)))
+        mutated = parse_artifact(reseal(body.replace(s.checksum, new_sum), bytes(p)))
         t0 = time.perf_counter()
         try:
             content = mutated.stream_content(art.streams.index(s))

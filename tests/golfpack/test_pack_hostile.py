@@ -10,6 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from artifactbytes import reseal
 from click.testing import CliRunner
 
 from golfpack import decoder as gd
@@ -17,7 +18,7 @@ from golfpack.artifact import encode_artifact, parse_artifact
 from golfpack.cli import main
 from golfpack.errors import ArtifactError
 from golfpack.format.binio import Writer
-from golfpack.format.layout import MAGIC, digest
+from golfpack.format.layout import digest
 from golfpack.quant.qmodel import quantize_state_dict
 
 
@@ -70,14 +71,7 @@ def zero_bomb(rows: int = 1 << 15, cols: int = 1 << 14) -> bytes:
         w.varint(si)
         w.varint(0)
         w.varint(length)
-    body = w.getvalue()
-    inner = Writer()
-    inner.u8(0)
-    inner.varint(len(body))
-    inner.raw(body)
-    blob = inner.getvalue()
-    head = MAGIC + (1).to_bytes(2, "little") + bytes(2) + len(blob).to_bytes(4, "little") + blob
-    return head + digest(head) + codes + scales
+    return reseal(w.getvalue(), codes + scales)
 
 
 @pytest.fixture(scope="module")

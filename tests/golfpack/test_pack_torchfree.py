@@ -21,7 +21,7 @@ TORCH_FREE = ["golfpack/format", "golfpack/ans/codec.py", "golfpack/ans/rans.py"
               "golfpack/ans/tables.py", "golfpack/ans/fit.py", "golfpack/decoder/__init__.py",
               "golfpack/accounting.py", "golfpack/errors.py", "golfpack/fileio.py",
               "golfpack/bundle.py", "golfpack/inline.py", "golfpack/closure.py",
-              "golfpack/symbols.py", "golfpack/cli/read.py",
+              "golfpack/symbols.py", "golfpack/shards.py", "golfpack/cli/read.py",
               "golfpack/cli/report.py"]
 BLOCK_TORCH = """
 import importlib.abc, sys

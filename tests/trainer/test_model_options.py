@@ -10,7 +10,6 @@ import torch
 from tinymodels import TINY, live_gpt
 
 from golfeval.audit.causality import AuditConfig, build_mode, run_audit
-from golfeval.data.bytetables import ByteTables
 from golfeval.data.shards import load_tokens
 from trainer.model import GPT, GPTConfig, layer_order
 
@@ -156,11 +155,6 @@ def test_everything_on_trains():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-
-
-@pytest.fixture(scope="module")
-def tables(tiny_tokenizer):
-    return ByteTables.from_tokenizer(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,8 @@ SMALL = ["train_batch_tokens=1024", "val_max_tokens=1024", "val_batch_tokens=409
 
 
 @pytest.fixture(scope="module")
-def data(shared_data, tmp_path_factory):
-    from golfeval.data.build import build
-
-    out = tmp_path_factory.mktemp("c4frontier")
-    tok = shared_data / "fineweb_1024_bpe.model"
-    build(tok, shared_data / "c4_2000docs.jsonl", out, val_docs=0, max_docs=120, force=True)
-    build(tok, shared_data / "fineweb_val_200docs.jsonl", out, val_docs=2, max_docs=2,
-          force=True)
-    return out, tok
+def data(c4_shards):
+    return c4_shards(train_docs=120, val_docs=2)
 
 
 def test_frontier_run_loops_from_its_fraction_and_exports_gptq_in_the_cap(data, tmp_path):

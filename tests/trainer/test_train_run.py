@@ -25,27 +25,15 @@ QUICK = ["final_eval=false", "val_loss_every=0", "train_log_every=1", "val_max_t
          "train_batch_tokens=2048"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, here and in the subprocesses: the tiny model's small matrices
-    gain nothing from a second thread, and on a busy 2-core machine OpenMP's spin-waiting
-    makes them many times slower. (The bit-exact resume compares runs with equal counts.)"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread, here (one_thread) and in the subprocesses (_run_cli): the bit-exact
+# resume compares runs with equal thread counts.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def c4_data(shared_data, tmp_path_factory):
-    """C4 documents as train shards, FineWeb documents as val shards (sp1024)."""
-    from golfeval.data.build import build
-
-    out = tmp_path_factory.mktemp("c4shards")
-    tok = shared_data / "fineweb_1024_bpe.model"
-    build(tok, shared_data / "c4_2000docs.jsonl", out, val_docs=0, max_docs=300, force=True)
-    build(tok, shared_data / "fineweb_val_200docs.jsonl", out, val_docs=3, max_docs=3,
-          force=True)
+def c4_data(c4_shards):
+    """300 C4 documents as train shards, 3 FineWeb documents as val shards (sp1024)."""
+    out, tok = c4_shards(train_docs=300, val_docs=3)
     names = sorted(p.name for p in out.iterdir())
     assert names[0].startswith("fineweb_train_") and names[-1] == "fineweb_val_000000.bin"
     return out, tok

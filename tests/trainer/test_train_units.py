@@ -17,14 +17,7 @@ from trainer.model import GPT, GPTConfig
 from trainer.optim.groups import build_optimizers, lr_multiplier, muon_momentum, split_params
 from trainer.optim.muon import Muon, assign_owners, newton_schulz
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: one thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
