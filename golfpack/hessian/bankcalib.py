@@ -32,7 +32,13 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from golfpack.errors import GolfError
-from golfpack.hessian.calib import Hessians, _Accumulator, _autocast, _model_device
+from golfpack.hessian.calib import (
+    Hessians,
+    _Accumulator,
+    _autocast,
+    _model_device,
+    run_batches,
+)
 from golfpack.quant.banks import slice_name
 
 _COPIES = {torch.Tensor.to, torch.Tensor.float, torch.Tensor.bfloat16, torch.Tensor.half,
@@ -325,30 +331,21 @@ class LogitsModel(nn.Module):
 def collect_bank_hessians(model: nn.Module, batches, autocast: bool | None = None,
                           progress: bool = False, source: str = "") -> BankHessians:
     """Run `batches` through `model`; H per bank slice and per 2-D weight used in a product."""
-    from tqdm import tqdm
-
     device = _model_device(model)
     reg = _Registry(model)
     acc = _Accumulator(device)
     uses = _Uses(acc)
-    was_training = model.training
-    model.eval()
     t0 = time.perf_counter()
-    n_batches = 0
+
+    def forward(batch):
+        reg.clear()
+        with _BankMode(reg, uses):
+            _logits(model, batch)
+
     try:
-        with torch.no_grad(), _autocast(device, autocast):
-            for batch in tqdm(batches, desc="calibrate", unit="batch",
-                              disable=None if progress else True):
-                acc.reset_batch()
-                reg.clear()
-                with _BankMode(reg, uses):
-                    _logits(model, batch.to(device))
-                n_batches += 1
+        run_batches(model, batches, acc, forward, autocast, progress)
     finally:
         reg.clear()
-        model.train(was_training)
-    if n_batches == 0:
-        raise GolfError("calibration: no batches")
     owners = dict(acc.H)
     merged = _merge_ranges(uses, owners, acc.n, acc.alias)
     H, n_tok, groups = {}, {}, {}

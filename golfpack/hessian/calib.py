@@ -110,12 +110,35 @@ class _Accumulator:
         self._last = None
 
 
+def run_batches(model: nn.Module, batches, acc: _Accumulator, forward, autocast=None,
+                progress: bool = False) -> int:
+    """The calibration loop every collector shares: eval mode, no grad, autocast where the
+    device wants it, one `acc.reset_batch()` then `forward(batch)` per batch; the model's
+    training mode is restored even on an error. -> the number of batches (at least one)."""
+    from tqdm import tqdm
+
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    n_batches = 0
+    try:
+        with torch.no_grad(), _autocast(device, autocast):
+            for batch in tqdm(batches, desc="calibrate", unit="batch",
+                              disable=None if progress else True):
+                acc.reset_batch()
+                forward(batch.to(device))
+                n_batches += 1
+    finally:
+        model.train(was_training)
+    if n_batches == 0:
+        raise GolfError("calibration: no batches")
+    return n_batches
+
+
 def collect_hessians(model: nn.Module, batches, autocast: bool | None = None,
                      progress: bool = False, source: str = "") -> Hessians:
     """Run `batches` (LongTensor [B, T] each) through `model` and return H per weight."""
     import time
-
-    from tqdm import tqdm
 
     device = _model_device(model)
     acc = _Accumulator(device)
@@ -137,25 +160,14 @@ def collect_hessians(model: nn.Module, batches, autocast: bool | None = None,
         model.logits = logits_hook  # instance attribute shadows the method; removed below
     if not linear_names and not tied:
         raise GolfError("calibration: the model has no nn.Linear layers and no tied head")
-    was_training = model.training
-    model.eval()
     t0 = time.perf_counter()
-    n_batches = 0
     try:
-        with torch.no_grad(), _autocast(device, autocast):
-            for batch in tqdm(batches, desc="calibrate", unit="batch",
-                              disable=None if progress else True):
-                acc.reset_batch()
-                model(batch.to(device))
-                n_batches += 1
+        run_batches(model, batches, acc, lambda b: model(b), autocast, progress)
     finally:
         for h in handles:
             h.remove()
         if tied:
             del model.logits
-        model.train(was_training)
-    if n_batches == 0:
-        raise GolfError("calibration: no batches")
     owners = {k: v.cpu() for k, v in acc.H.items()}
     order = linear_names + ([TIED_KEY] if tied else [])
     # Keep the model's parameter order; layers the batches never reached are left out.
