@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from golfpack.errors import GolfError
-from golfpack.hessian import fit, gptq, lqer
+from golfpack.hessian import fill, fit, gptq, lqer
 from golfpack.quant.rows import format_scheme
 
 Log = Callable[[str], None] | None
@@ -135,6 +135,35 @@ class PlanEncoder:
         return fit.Encoded(len(data) + self.code_bytes, tb, data)
 
 
+class LqerLadder:
+    """(name, option, rank) -> the option with a rank-`rank` LQER correction fitted to the
+    codes the encoder stores for it (its entry goes into the setup's cache, so the encode
+    stores exactly what was measured); None where the rank is impossible or gains nothing."""
+
+    def __init__(self, encoder: PlanEncoder):
+        self.encoder, self.memo = encoder, {}
+
+    def __call__(self, name: str, base: fit.Option, rank: int) -> fit.Option | None:
+        from golfpack.quant.rows import dequantize
+
+        key = (name, base.scheme, rank)
+        if key not in self.memo:
+            st = self.encoder.setup
+            entry = self.encoder.entries_for({name: base})[name]
+            codes = torch.from_numpy(entry.parts["codes"].data.copy()).reshape(entry.shape[0], -1)
+            w_hat = dequantize(codes, torch.from_numpy(entry.parts["scales"].data.copy()))
+            opt = None
+            if rank <= min(w_hat.shape):
+                lr = lqer.fit_lowrank(st.state_dict[name], w_hat, st.preps[name], rank)
+                if 0 < lr.err_after < lr.err_before or (lr.err_after == 0 < lr.err_before):
+                    nb = lr.nbytes()
+                    opt = fit.Option(base.scheme, base.err * lr.err_after / lr.err_before,
+                                     base.est_bytes + nb, rank, nb)
+                    st.cache[key] = lqer.lqer_entry(entry, lr)
+            self.memo[key] = opt
+        return self.memo[key]
+
+
 @dataclass
 class FitSetup:
     """Everything measured once before fitting: any number of budgets can then be fitted."""
@@ -217,6 +246,9 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
     other_guess = sum(2.0 * t.numel() for n, t in sd.items() if n not in setup.choices) + \
         code["code_bytes"] + 4096
     res = fit.fit_to_budget(setup.choices, budget, enc, other_guess, tol, log=log)
+    landed, ranks = res.encoded.total_bytes, sum(o.lqer_rank for o in res.picks.values())
+    if landed < budget * (1.0 - tol):  # the candidates' steps were too coarse: fill
+        res = fill.fill_slack(res, enc, LqerLadder(enc), tol, log)
     data = res.encoded.blob
     entries = enc.entries_for(res.picks)
     report = with_budget(parse_artifact(data).report(), code, budget)
@@ -227,6 +259,8 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
         "candidates": setup.n_candidates, "calibration": setup.source,
         "iterations": res.iterations, "predicted_loss": sum(r["pred_loss"] for r in table),
         "skipped": setup.skipped, "allocation": table,
+        "filler": {"before": landed, "fill_before": landed / budget,
+                   "lqer_ranks_added": sum(o.lqer_rank for o in res.picks.values()) - ranks},
         "lqer": {n: e.stats.get("lqer_gain") for n, e in entries.items() if e.kind == "lqer"},
         "seconds": dict(setup.seconds, fit_and_encode=round(time.perf_counter() - t0, 3)),
     }

@@ -1,0 +1,184 @@
+"""Spend what the allocation leaves: on a model with few, small tensors the knapsack's steps
+are too coarse to land in the budget window (int8 -> fp16 moves a whole tensor by ~0.8 bytes
+per value, and there is no candidate in between), so the slack goes to LQER rank increments
+(golfpack.hessian.lqer) of the tensors stored as integers, one rank at a time (rows/4 +
+cols/2 + 2·⌈cols/64⌉ bytes each, tens of bytes on such a model).
+
+Greedy by measured gain: each step is the increment with the largest drop in predicted loss
+(α · the Hessian-weighted error after both factors are quantized) per byte, among those that
+fit the room left; a step that does not lower the error is never taken (a few ranks ahead are
+tried, as int2 factors make the error slightly non-monotone in the rank). Every batch of
+steps is checked by a real encode; the real/estimated byte ratio is measured from it, and a
+batch that lands over the budget is discarded and retried smaller. The result is always the
+best plan whose real encode is under the budget.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from golfpack.errors import GolfError
+from golfpack.hessian.fit import Encoded, FitResult, Option, TensorChoices, downgrade
+
+MAX_ENCODES = 12  # real encodes the filler may spend
+LOOKAHEAD = 4  # ranks tried past the current one
+# First guesses of the fixed costs of the container, corrected by every real encode: the
+# first correction in an artifact opens four streams (lr_a, lr_as, lr_b, lr_bs), each
+# further tensor adds its part records (measured with zlib on a 57 k-parameter model:
+# ~250 and ~45 bytes).
+STREAMS_BYTES, TENSOR_BYTES = 256.0, 48.0
+# (name, the tensor's option without a correction, rank) -> that option with a rank-`rank`
+# correction (its err and est_bytes measured), or None where the rank is impossible or does
+# not lower the error
+RankOption = Callable[[str, Option, int], Option | None]
+
+
+def _base(tc: TensorChoices, o: Option) -> Option:
+    """The option of the same scheme without a correction."""
+    if not o.lqer_rank:
+        return o
+    return next(b for b in tc.options if b.scheme == o.scheme and not b.lqer_rank)
+
+
+@dataclass
+class ByteModel:
+    """Real bytes of a set of corrections ≈ ratio · their packed bytes + the fixed costs."""
+
+    ratio: float = 1.0
+    streams: float = STREAMS_BYTES
+    tensor: float = TENSOR_BYTES
+
+    def step(self, cur: Option, new: Option, opened: bool) -> float:
+        return (self.ratio * (new.lqer_bytes - cur.lqer_bytes)
+                + (0.0 if cur.lqer_rank else self.tensor) + (0.0 if opened else self.streams))
+
+    def plan(self, before: dict[str, Option], after: dict[str, Option]) -> tuple[float, float]:
+        """(packed bytes added, fixed bytes added) going from `before` to `after`."""
+        packed = sum(after[n].lqer_bytes - before[n].lqer_bytes for n in after)
+        new = sum(1 for n in after if after[n].lqer_rank and not before[n].lqer_rank)
+        opened = any(o.lqer_rank for o in before.values())
+        fixed = new * self.tensor + (self.streams if new and not opened else 0.0)
+        return packed, fixed
+
+    def learn(self, packed: float, fixed: float, real: float) -> None:
+        if packed > 0:
+            self.ratio = min(4.0, max(0.25, (real - fixed) / packed))
+
+
+def _best_step(name, cur: Option, base: Option, alpha: float, room: float,
+               rank_option: RankOption, model: ByteModel, opened: bool
+               ) -> tuple[float, float, Option] | None:
+    """(loss drop per byte, bytes, option) of the best increment of `name` within `room`."""
+    best = None
+    for r in range(cur.lqer_rank + 1, cur.lqer_rank + 1 + LOOKAHEAD):
+        o = rank_option(name, base, r)
+        if o is None:
+            continue
+        gain = alpha * (cur.err - o.err)
+        cost = model.step(cur, o, opened)
+        if gain <= 0 or cost <= 0 or cost > room:
+            continue
+        if best is None or gain / cost > best[0]:
+            best = (gain / cost, cost, o)
+    return best
+
+
+def plan_steps(plan: dict[str, Option], choices: dict[str, TensorChoices], room: float,
+               rank_option: RankOption, model: ByteModel) -> tuple[dict[str, Option], int]:
+    """Greedy increments (lazily re-rated) within `room` predicted bytes -> (plan, steps)."""
+    plan = dict(plan)
+    bases = {n: _base(choices[n], o) for n, o in plan.items() if not o.passthrough}
+    opened = any(o.lqer_rank for o in plan.values())
+
+    def best(n):
+        return _best_step(n, plan[n], bases[n], choices[n].alpha, room - spent, rank_option,
+                          model, opened)
+
+    spent, steps, heap = 0.0, 0, []
+    for n in sorted(bases):
+        s = best(n)
+        if s:
+            heap.append((-s[0], n))
+    heapq.heapify(heap)
+    while heap:
+        _, n = heapq.heappop(heap)
+        s = best(n)  # the room shrank and the fixed costs may be paid since it was rated
+        if s is None:
+            continue
+        if heap and -heap[0][0] > s[0] * (1 + 1e-12):
+            heapq.heappush(heap, (-s[0], n))
+            continue
+        rate, cost, o = s
+        plan[n], spent, steps, opened = o, spent + cost, steps + 1, True
+        s = best(n)
+        if s:
+            heapq.heappush(heap, (-s[0], n))
+    return plan, steps
+
+
+def _fill(plan, enc, budget, tol, choices, encode, rank_option, model, history, log):
+    """Batches of increments, each checked by a real encode -> the best (plan, enc) under."""
+    floor, aim = budget * (1.0 - tol), budget * (1.0 - tol / 3.0)
+    for _ in range(MAX_ENCODES):
+        if enc.total_bytes >= floor or len(history) >= MAX_ENCODES:
+            break
+        trial, steps = plan_steps(plan, choices, aim - enc.total_bytes, rank_option, model)
+        if not steps:
+            break
+        packed, fixed = model.plan(plan, trial)
+        e = encode(trial)
+        history.append({"filler": True, "lqer_steps": steps, "packed_added": packed,
+                        "total_bytes": e.total_bytes, "fill": e.total_bytes / budget})
+        if log:
+            log(f"fill: {steps} LQER rank steps (~{packed + fixed:,.0f} bytes) -> total "
+                f"{e.total_bytes:,} bytes ({e.total_bytes / budget:.3%} of the budget)")
+        model.learn(packed, fixed, e.total_bytes - enc.total_bytes)
+        if e.total_bytes <= budget:  # (over: the model learnt, the next batch is smaller)
+            plan, enc = trial, e
+    return plan, enc
+
+
+def _loss(choices, plan) -> float:
+    return sum(choices[n].alpha * o.err for n, o in plan.items())
+
+
+def fill_slack(result: FitResult, encode: Callable[[dict[str, Option]], Encoded],
+               rank_option: RankOption, tol: float = 0.005,
+               log: Callable[[str], None] | None = None) -> FitResult:
+    """Raise the real total of `result` into [budget·(1 − tol), budget] with LQER rank
+    increments where it landed below; never over the budget (real encodes). Where the slack
+    is smaller than a first correction's fixed costs, the cheapest downgrade (least predicted
+    loss per byte) makes room first; that plan is kept only if it lands in the window."""
+    budget, choices = result.budget, result.choices
+    floor = budget * (1.0 - tol)
+    model, fills = ByteModel(), []
+    plan, enc = _fill(result.picks, result.encoded, budget, tol, choices, encode, rank_option,
+                      model, fills, log)
+    if enc.total_bytes < floor and len(fills) < MAX_ENCODES:
+        names = list(choices)
+        lst = [choices[n] for n in names]
+        picks = [lst[t].options.index(result.picks[n]) for t, n in enumerate(names)]
+        opened = any(o.lqer_rank for o in result.picks.values())
+        need = model.streams * (not opened) + model.tensor + 64.0 - (budget - enc.total_bytes)
+        try:
+            down = downgrade(lst, picks, max(need, 1.0))
+        except GolfError:
+            down = None
+        if down is not None:
+            p2 = {n: lst[t].options[i] for t, (n, i) in enumerate(zip(names, down, strict=True))}
+            e2 = encode(p2)
+            fills.append({"filler": True, "downgrade": True, "total_bytes": e2.total_bytes,
+                          "fill": e2.total_bytes / budget})
+            if e2.total_bytes <= budget:
+                p2, e2 = _fill(p2, e2, budget, tol, choices, encode, rank_option, model, fills,
+                               log)
+                if e2.total_bytes >= floor:
+                    plan, enc = p2, e2
+    history = list(result.iterations)
+    for row in fills:
+        history.append({"iteration": len(history), **row})
+    if enc is result.encoded:
+        return FitResult(result.picks, result.encoded, budget, history, choices)
+    return FitResult(plan, enc, budget, history, choices)
