@@ -29,6 +29,7 @@ LOOKAHEAD = 4  # ranks tried past the current one
 # further tensor adds its part records (measured with zlib on a 57 k-parameter model:
 # ~250 and ~45 bytes).
 STREAMS_BYTES, TENSOR_BYTES = 256.0, 48.0
+ROOM_TRIES = 3  # single-tensor moves tried to make room for a first correction
 # (name, the tensor's option without a correction, rank) -> that option with a rank-`rank`
 # correction (its err and est_bytes measured), or None where the rank is impossible or does
 # not lower the error
@@ -144,38 +145,61 @@ def _loss(choices, plan) -> float:
     return sum(choices[n].alpha * o.err for n, o in plan.items())
 
 
+def _room_makers(choices, picks, need: float, count: int = ROOM_TRIES):
+    """Plans that free >= `need` estimated bytes by moving one tensor to a smaller option,
+    least predicted loss first (ties: fewest bytes freed), then the greedy downgrade."""
+    moves = []
+    for n, cur in picks.items():
+        tc = choices[n]
+        now = tc.options.index(cur)
+        l0, b0 = tc.cost(now)
+        for i in range(len(tc.options)):
+            dl, db = tc.cost(i)[0] - l0, b0 - tc.cost(i)[1]
+            if db >= need:
+                moves.append((dl, db, n, i))
+    moves.sort(key=lambda m: (m[0], m[1], m[2], m[3]))
+    for _dl, _db, n, i in moves[:count]:
+        yield {**picks, n: choices[n].options[i]}
+    names = list(choices)
+    lst = [choices[n] for n in names]
+    try:
+        down = downgrade(lst, [lst[t].options.index(picks[n]) for t, n in enumerate(names)],
+                         max(need, 1.0))
+    except GolfError:
+        return
+    yield {n: lst[t].options[i] for t, (n, i) in enumerate(zip(names, down, strict=True))}
+
+
 def fill_slack(result: FitResult, encode: Callable[[dict[str, Option]], Encoded],
                rank_option: RankOption, tol: float = 0.005,
                log: Callable[[str], None] | None = None) -> FitResult:
     """Raise the real total of `result` into [budget·(1 − tol), budget] with LQER rank
     increments where it landed below; never over the budget (real encodes). Where the slack
-    is smaller than a first correction's fixed costs, the cheapest downgrade (least predicted
-    loss per byte) makes room first; that plan is kept only if it lands in the window."""
+    is smaller than a first correction's fixed costs, a smaller option of one tensor (the
+    few with the least predicted loss, then the greedy downgrade) makes room first; that
+    plan is kept only if it lands in the window with no higher a predicted loss."""
     budget, choices = result.budget, result.choices
     floor = budget * (1.0 - tol)
     model, fills = ByteModel(), []
     plan, enc = _fill(result.picks, result.encoded, budget, tol, choices, encode, rank_option,
                       model, fills, log)
-    if enc.total_bytes < floor and len(fills) < MAX_ENCODES:
-        names = list(choices)
-        lst = [choices[n] for n in names]
-        picks = [lst[t].options.index(result.picks[n]) for t, n in enumerate(names)]
-        opened = any(o.lqer_rank for o in result.picks.values())
-        need = model.streams * (not opened) + model.tensor + 64.0 - (budget - enc.total_bytes)
-        try:
-            down = downgrade(lst, picks, max(need, 1.0))
-        except GolfError:
-            down = None
-        if down is not None:
-            p2 = {n: lst[t].options[i] for t, (n, i) in enumerate(zip(names, down, strict=True))}
+    if enc.total_bytes < floor:
+        need = (model.streams * (not any(o.lqer_rank for o in result.picks.values()))
+                + model.tensor + 64.0 - (budget - enc.total_bytes))
+        for p2 in _room_makers(choices, result.picks, need):
+            if len(fills) >= MAX_ENCODES - 1:
+                break
             e2 = encode(p2)
             fills.append({"filler": True, "downgrade": True, "total_bytes": e2.total_bytes,
                           "fill": e2.total_bytes / budget})
-            if e2.total_bytes <= budget:
-                p2, e2 = _fill(p2, e2, budget, tol, choices, encode, rank_option, model, fills,
-                               log)
-                if e2.total_bytes >= floor:
-                    plan, enc = p2, e2
+            if e2.total_bytes > budget:
+                continue
+            p2, e2 = _fill(p2, e2, budget, tol, choices, encode, rank_option, model, fills, log)
+            # kept where it lands and does not raise the predicted loss: the window is not
+            # worth a worse model
+            if e2.total_bytes >= floor and _loss(choices, p2) <= _loss(choices, plan):
+                plan, enc = p2, e2
+                break
     history = list(result.iterations)
     for row in fills:
         history.append({"iteration": len(history), **row})

@@ -247,6 +247,7 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
         code["code_bytes"] + 4096
     res = fit.fit_to_budget(setup.choices, budget, enc, other_guess, tol, log=log)
     landed, ranks = res.encoded.total_bytes, sum(o.lqer_rank for o in res.picks.values())
+    loss_before = sum(setup.choices[n].alpha * o.err for n, o in res.picks.items())
     if landed < budget * (1.0 - tol):  # the candidates' steps were too coarse: fill
         res = fill.fill_slack(res, enc, LqerLadder(enc), tol, log)
     data = res.encoded.blob
@@ -260,6 +261,7 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
         "iterations": res.iterations, "predicted_loss": sum(r["pred_loss"] for r in table),
         "skipped": setup.skipped, "allocation": table,
         "filler": {"before": landed, "fill_before": landed / budget,
+                   "predicted_loss_before": loss_before,
                    "lqer_ranks_added": sum(o.lqer_rank for o in res.picks.values()) - ranks},
         "lqer": {n: e.stats.get("lqer_gain") for n, e in entries.items() if e.kind == "lqer"},
         "seconds": dict(setup.seconds, fit_and_encode=round(time.perf_counter() - t0, 3)),
