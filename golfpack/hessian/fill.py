@@ -19,8 +19,12 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from golfpack.errors import GolfError
+from golfpack.hessian import lqer
 from golfpack.hessian.fit import Encoded, FitResult, Option, TensorChoices, downgrade
+from golfpack.quant.rows import dequantize
 
 MAX_ENCODES = 12  # real encodes the filler may spend
 LOOKAHEAD = 4  # ranks tried past the current one
@@ -206,3 +210,30 @@ def fill_slack(result: FitResult, encode: Callable[[dict[str, Option]], Encoded]
     if enc is result.encoded:
         return FitResult(result.picks, result.encoded, budget, history, choices)
     return FitResult(plan, enc, budget, history, choices)
+
+
+class LqerLadder:
+    """(name, option, rank) -> the option with a rank-`rank` LQER correction fitted to the
+    codes the encoder stores for it (its entry goes into the setup's cache, so the encode
+    stores exactly what was measured); None where the rank is impossible or gains nothing."""
+
+    def __init__(self, encoder):  # a golfpack.hessian.pipeline.PlanEncoder
+        self.encoder, self.memo = encoder, {}
+
+    def __call__(self, name: str, base: Option, rank: int) -> Option | None:
+        key = (name, base.scheme, rank)
+        if key not in self.memo:
+            st = self.encoder.setup
+            entry = self.encoder.entries_for({name: base})[name]
+            codes = torch.from_numpy(entry.parts["codes"].data.copy()).reshape(entry.shape[0], -1)
+            w_hat = dequantize(codes, torch.from_numpy(entry.parts["scales"].data.copy()))
+            opt = None
+            if rank <= min(w_hat.shape):
+                lr = lqer.fit_lowrank(st.state_dict[name], w_hat, st.preps[name], rank)
+                if 0 < lr.err_after < lr.err_before or (lr.err_after == 0 < lr.err_before):
+                    nb = lr.nbytes()
+                    opt = Option(base.scheme, base.err * lr.err_after / lr.err_before,
+                                     base.est_bytes + nb, rank, nb)
+                    st.cache[key] = lqer.lqer_entry(entry, lr)
+            self.memo[key] = opt
+        return self.memo[key]

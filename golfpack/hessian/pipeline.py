@@ -135,35 +135,6 @@ class PlanEncoder:
         return fit.Encoded(len(data) + self.code_bytes, tb, data)
 
 
-class LqerLadder:
-    """(name, option, rank) -> the option with a rank-`rank` LQER correction fitted to the
-    codes the encoder stores for it (its entry goes into the setup's cache, so the encode
-    stores exactly what was measured); None where the rank is impossible or gains nothing."""
-
-    def __init__(self, encoder: PlanEncoder):
-        self.encoder, self.memo = encoder, {}
-
-    def __call__(self, name: str, base: fit.Option, rank: int) -> fit.Option | None:
-        from golfpack.quant.rows import dequantize
-
-        key = (name, base.scheme, rank)
-        if key not in self.memo:
-            st = self.encoder.setup
-            entry = self.encoder.entries_for({name: base})[name]
-            codes = torch.from_numpy(entry.parts["codes"].data.copy()).reshape(entry.shape[0], -1)
-            w_hat = dequantize(codes, torch.from_numpy(entry.parts["scales"].data.copy()))
-            opt = None
-            if rank <= min(w_hat.shape):
-                lr = lqer.fit_lowrank(st.state_dict[name], w_hat, st.preps[name], rank)
-                if 0 < lr.err_after < lr.err_before or (lr.err_after == 0 < lr.err_before):
-                    nb = lr.nbytes()
-                    opt = fit.Option(base.scheme, base.err * lr.err_after / lr.err_before,
-                                     base.est_bytes + nb, rank, nb)
-                    st.cache[key] = lqer.lqer_entry(entry, lr)
-            self.memo[key] = opt
-        return self.memo[key]
-
-
 @dataclass
 class FitSetup:
     """Everything measured once before fitting: any number of budgets can then be fitted."""
@@ -249,7 +220,7 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
     landed, ranks = res.encoded.total_bytes, sum(o.lqer_rank for o in res.picks.values())
     loss_before = sum(setup.choices[n].alpha * o.err for n, o in res.picks.items())
     if landed < budget * (1.0 - tol):  # the candidates' steps were too coarse: fill
-        res = fill.fill_slack(res, enc, LqerLadder(enc), tol, log)
+        res = fill.fill_slack(res, enc, fill.LqerLadder(enc), tol, log)
     data = res.encoded.blob
     entries = enc.entries_for(res.picks)
     report = with_budget(parse_artifact(data).report(), code, budget)

@@ -228,7 +228,7 @@ def test_filler_never_lands_over_the_budget(tiny):
 
     for budget in (70_000, 100_000):
         res = fit.fit_to_budget(st.choices, budget, costly, 30_000.0)
-        out = fill.fill_slack(res, costly, fitpack.LqerLadder(enc))
+        out = fill.fill_slack(res, costly, fill.LqerLadder(enc))
         assert out.encoded.total_bytes <= budget
         assert out.encoded.total_bytes >= res.encoded.total_bytes
         rows = [r for r in out.iterations if r.get("filler")]
