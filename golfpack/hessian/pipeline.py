@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from golfpack.errors import GolfError
-from golfpack.hessian import fit, gptq, lqer
+from golfpack.hessian import fill, fit, gptq, lqer
 from golfpack.quant.rows import format_scheme
 
 Log = Callable[[str], None] | None
@@ -217,6 +217,10 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
     other_guess = sum(2.0 * t.numel() for n, t in sd.items() if n not in setup.choices) + \
         code["code_bytes"] + 4096
     res = fit.fit_to_budget(setup.choices, budget, enc, other_guess, tol, log=log)
+    landed, ranks = res.encoded.total_bytes, sum(o.lqer_rank for o in res.picks.values())
+    loss_before = sum(setup.choices[n].alpha * o.err for n, o in res.picks.items())
+    if landed < budget * (1.0 - tol):  # the candidates' steps were too coarse: fill
+        res = fill.fill_slack(res, enc, fill.LqerLadder(enc), tol, log)
     data = res.encoded.blob
     entries = enc.entries_for(res.picks)
     report = with_budget(parse_artifact(data).report(), code, budget)
@@ -227,6 +231,9 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
         "candidates": setup.n_candidates, "calibration": setup.source,
         "iterations": res.iterations, "predicted_loss": sum(r["pred_loss"] for r in table),
         "skipped": setup.skipped, "allocation": table,
+        "filler": {"before": landed, "fill_before": landed / budget,
+                   "predicted_loss_before": loss_before,
+                   "lqer_ranks_added": sum(o.lqer_rank for o in res.picks.values()) - ranks},
         "lqer": {n: e.stats.get("lqer_gain") for n, e in entries.items() if e.kind == "lqer"},
         "seconds": dict(setup.seconds, fit_and_encode=round(time.perf_counter() - t0, 3)),
     }

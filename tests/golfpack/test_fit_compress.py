@@ -178,14 +178,22 @@ def test_fit_works_on_a_model_whose_matrices_are_all_small(tiny, tmp_path):
     st = fitpack.prepare_fit(sd, hs, None)
     assert set(st.choices) == set(hs.names())
     assert all(any(o.scheme.kind == "fp16" for o in tc.options) for tc in st.choices.values())
-    fills, kinds = [], set()
-    # (budgets where the candidate ladder is fine enough; see docs/gptq.md "Limits")
-    for budget in (40_000, 55_000, 85_000):
+    kinds, filled = set(), 0
+    # 70 and 100 kB: the ladder alone stops at 99.41 / 98.94 % (nothing between int8 and
+    # fp16); the LQER filler spends the rest
+    for budget in (40_000, 55_000, 70_000, 85_000, 100_000):
         data, rep = _fit(st, budget)
         assert budget * 0.995 <= rep["total_bytes"] == len(data) <= budget, rep["fit"]
         kinds |= {r["scheme"].split(":")[0] for r in rep["fit"]["allocation"]}
-        fills.append(rep["fit"]["fill"])
-        assert set(parse_artifact(data).state_dict()) == set(sd)
+        f = rep["fit"]["filler"]
+        if f["lqer_ranks_added"]:
+            filled += 1
+            assert f["fill_before"] < 0.995 and rep["fit"]["predicted_loss"] < \
+                f["predicted_loss_before"]
+            assert any(r["lqer_rank"] for r in rep["fit"]["allocation"])
+        back = parse_artifact(data)
+        assert set(back.state_dict()) == set(sd)
+    assert filled >= 2
     assert "fp16" in kinds and kinds & {"int4", "int6", "int8"}  # both kinds get chosen
     # the CLI, default scheme (the case that used to exit 2)
     ck = tmp_path / "m.safetensors"
@@ -201,6 +209,36 @@ def test_fit_works_on_a_model_whose_matrices_are_all_small(tiny, tmp_path):
     rep = json.loads(r.stdout)
     assert 0.995 * 60000 <= rep["total_bytes"] <= 60000
     assert rep["lookup_mix"]["chosen"] == "auto"
+
+
+def test_filler_never_lands_over_the_budget(tiny):
+    """An encoder that charges 5× the packed size of every correction (a coder far worse
+    than the first guess): the filler learns it from the real encodes and still never
+    keeps a plan over the budget; the decoded LQER tensors are the measured ones."""
+    from golfpack.hessian import fill, fit
+
+    _, sd, hs, _ = tiny
+    st = fitpack.prepare_fit(sd, hs, None)
+    enc = fitpack.PlanEncoder(st, CFG, "zlib", None, 0)
+
+    def costly(plan):
+        e = enc(plan)
+        extra = 4 * sum(o.lqer_bytes for o in plan.values())
+        return fit.Encoded(e.total_bytes + extra, e.tensor_bytes, e.blob)
+
+    for budget in (70_000, 100_000):
+        res = fit.fit_to_budget(st.choices, budget, costly, 30_000.0)
+        out = fill.fill_slack(res, costly, fill.LqerLadder(enc))
+        assert out.encoded.total_bytes <= budget
+        assert out.encoded.total_bytes >= res.encoded.total_bytes
+        rows = [r for r in out.iterations if r.get("filler")]
+        assert rows and len(rows) <= fill.MAX_ENCODES
+    lq = {n: o for n, o in out.picks.items() if o.lqer_rank}
+    assert lq, out.iterations
+    back = parse_artifact(out.encoded.blob).state_dict()
+    n, o = next(iter(lq.items()))
+    err = float(gptq.row_errors(sd[n].float(), back[n].float(), st.preps[n].H).sum())
+    assert err == pytest.approx(o.err, rel=1e-3)
 
 
 def test_passthrough_is_chosen_where_it_is_cheapest():
