@@ -88,6 +88,14 @@ def test_step2_compress_sample(tiny_state, shared_data):
     assert raw[stream[1]] == _int(stream[2])
     assert abs(rep["header_bytes"] - header) <= 16  # the trained run's config text differs
     assert abs(rep["model_bytes"] - model_bytes) / model_bytes < 0.10  # weights differ
+    # the code rows: the script's minified bytes exactly; the decoder's depend on the codecs
+    # the trained weights chose (these random weights choose others), the sums must hold
+    code = _int(re.search(r"code\s+([\d,]+) bytes", sample)[1])
+    script = _int(re.search(r"trainer/model.py\s+[\d,]+ ->\s+([\d,]+)", sample)[1])
+    dec = _int(re.search(r"\(golf decoder\)\s+[\d,]+ ->\s+([\d,]+)", sample)[1])
+    assert rep["code_bytes"] - rep["decoder_bytes"] == script
+    assert code == script + dec
+    assert _int(re.search(r"total\s+([\d,]+) bytes", sample)[1]) == model_bytes + code
 
 
 def test_default_scheme_on_the_tiny_model_says_which_rule_kept_it_fp16(tiny_state):
