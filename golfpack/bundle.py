@@ -6,7 +6,8 @@ module `golf_decode` before the script's first line, so running the bundle behav
 running the script. Modes:
   raw       the script verbatim after a 5-line prelude holding the decoder's source;
   minified  the whole file (prelude with the minified decoder + the minified script) as one
-            self-extracting lzma/brotli+base85 wrapper, as later records ship.
+            self-extracting wrapper (minified, lzma or brotli, a latin-1 literal), as later
+            records ship.
 The bundle's size is exactly what `golfpack compress --code BUNDLE --no-decoder` counts (the
 default raw code mode counts the file as shipped).
 

@@ -31,8 +31,8 @@ def code_options(f):
     f = click.option("--code-mode", type=click.Choice(CODE_MODES), default="raw",
                      show_default=True,
                      help="raw: UTF-8 bytes of each --code file; minified: size of a "
-                          "self-extracting minify+lzma/brotli+base85 wrapper. The decoder "
-                          "is counted in the same mode.")(f)
+                          "self-extracting wrapper (minified, lzma or brotli, a latin-1 "
+                          "literal). The decoder is counted in the same mode.")(f)
     f = click.option("--code", "code_files", multiple=True, type=click.Path(dir_okay=False),
                      help="Code file counted against the budget (repeatable).")(f)
     f = click.option("--budget", type=click.IntRange(min=0), default=DEFAULT_BUDGET,

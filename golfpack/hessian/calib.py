@@ -10,7 +10,7 @@ one H object, so the O(n·d²) product is paid once and GPTQ can factor it once.
 The tied embedding has a second role the head H misses: its rows are also looked up as the
 model's input. `lookup_curvature` measures that role's curvature G = Σ g gᵀ of the loss
 gradient g at the embedding output (one backward pass per batch), rescaled into the head
-H's units, so that GPTQ can weigh the embedding by H_head + λ·G (pipeline.mix_lookup).
+H's units, so that GPTQ can weigh the embedding by H_head + λ·G (pipeline.apply_lookup_mix).
 
 Calibration tokens come from train shards (validation data is refused) or from the model
 itself (temperature 0.8, each sequence starting at BOS).
