@@ -3,6 +3,8 @@ noise too), seeded so that two calls build the same weights."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from trainer.model import GPT, GPTConfig
@@ -33,3 +35,26 @@ def saved_gpt(path, seed: int = 0, **overrides):
     m, cfg = live_gpt(seed, **overrides)
     save(path, m.state_dict(), cfg.to_dict())
     return path
+
+
+PHASED_RECORD = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / \
+    "phased_ttt_2026-04-14" / "train_gpt.py"
+
+
+def record_banked_gpt(hp: dict, scale: float = 0.05):
+    """The banked April record's own GPT (imported from ../shared, never run as a script),
+    built from `hp` with seeded noise on every weight -> (its module, the model, the
+    hyperparameters it used). Skips the calling test when ../shared is absent."""
+    import pytest
+
+    from golfpack.foreign.script import build_from_script, import_script
+
+    if not PHASED_RECORD.is_file():
+        pytest.skip("../shared/reference/phased_ttt_2026-04-14/train_gpt.py is absent")
+    mod = import_script(PHASED_RECORD)
+    torch.manual_seed(0)
+    model, used, _ = build_from_script(f"{PHASED_RECORD}:GPT", hp)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return mod, model, used

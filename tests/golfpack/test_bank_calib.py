@@ -244,8 +244,6 @@ def test_compress_gptq_on_the_banked_script(tmp_path):
         {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-RECORD = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / \
-    "phased_ttt_2026-04-14" / "train_gpt.py"
 REC_HP = dict(vocab_size=512, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2,
               mlp_mult=2.0, xsa_last_n=2, rope_dims=8, num_loops=1, loop_start=1, loop_end=2,
               parallel_start_layer=3, train_seq_len=32, eval_seq_len=32)
@@ -255,17 +253,11 @@ REC_HP = dict(vocab_size=512, num_layers=4, model_dim=64, num_heads=4, num_kv_he
 def test_slice_hessians_equal_the_records_own_collection():
     """The record's own collect_hessians (hooks on its attention/MLP modules, keyed by its
     per-layer export names) on its banked GPT, with depth recurrence and parallel lanes."""
-    if not RECORD.is_file():
-        pytest.skip("../shared/reference/phased_ttt_2026-04-14/train_gpt.py is absent")
-    from golfpack.foreign.records import BANK_PARTS
-    from golfpack.foreign.script import build_from_script, import_script
+    from tinymodels import record_banked_gpt
 
-    mod = import_script(RECORD)
-    torch.manual_seed(0)
-    model, _, _ = build_from_script(f"{RECORD}:GPT", REC_HP)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    from golfpack.foreign.records import BANK_PARTS
+
+    mod, model, _ = record_banked_gpt(REC_HP)
     batches = [torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(i))
                for i in range(2)]
 

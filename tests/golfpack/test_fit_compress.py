@@ -129,16 +129,22 @@ def test_gptq_compress_in_process(tiny):
     assert torch.equal(back[name], quant.dequantize(r.codes, r.scales))
 
 
+def _checkpoint_and_train_shard(tiny, folder):
+    """The tiny model saved as a checkpoint in `folder`, beside one train shard to calibrate on."""
+    _, sd, _, _ = tiny
+    ck = folder / "m.safetensors"
+    checkpoint.save(ck, sd, dict(CFG))
+    _write_shard(folder / "fineweb_train_000000.bin",
+                 np.random.default_rng(0).integers(0, 128, 5000))
+    return ck
+
+
 def test_cli_fit(tiny, tmp_path):
     from click.testing import CliRunner
 
     from golfpack.cli import main
 
-    m, sd, _, _ = tiny
-    ck = tmp_path / "m.safetensors"
-    checkpoint.save(ck, sd, dict(CFG))
-    _write_shard(tmp_path / "fineweb_train_000000.bin",
-                 np.random.default_rng(0).integers(0, 128, 5000))
+    ck = _checkpoint_and_train_shard(tiny, tmp_path)
     out = tmp_path / "f.golf"
     args = ["compress", str(ck), "-o", str(out), "--fit", "--budget", "41000", "--sensitivity",
             "hessian", "--scheme", SPEC, "--calib", str(tmp_path), "--calib-batches", "2",
@@ -270,11 +276,7 @@ def test_cli_lookup_mix_option(tiny, tmp_path):
 
     from golfpack.cli import main
 
-    _, sd, _, _ = tiny
-    ck = tmp_path / "m.safetensors"
-    checkpoint.save(ck, sd, dict(CFG))
-    _write_shard(tmp_path / "fineweb_train_000000.bin",
-                 np.random.default_rng(0).integers(0, 128, 5000))
+    ck = _checkpoint_and_train_shard(tiny, tmp_path)
     base = ["compress", str(ck), "--gptq", "--scheme", SPEC, "--calib", str(tmp_path),
             "--calib-batches", "2", "--calib-tokens", "128", "--calib-seq-len", "32",
             "--json", "--codec", "zlib", "--budget", "100000"]

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from tinymodels import PHASED_RECORD as RECORD
 
 from golfeval.cli import main as golfeval_main
 from golfpack.cli import main as golfpack_main
 
-RECORD = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / \
-    "phased_ttt_2026-04-14" / "train_gpt.py"
 HP = dict(vocab_size=512, num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2,
           mlp_mult=5.0, xsa_last_n=2, rope_dims=16, num_loops=1, loop_start=1, loop_end=2,
           parallel_start_layer=3, train_seq_len=128, eval_seq_len=128)
@@ -27,16 +25,9 @@ SPEC = "@control=fp32;tok_emb*=int8;*=int6"
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory, one_thread):
-    if not RECORD.is_file():
-        pytest.skip("../shared/reference/phased_ttt_2026-04-14/train_gpt.py is absent")
-    from golfpack.foreign.script import build_from_script, import_script
+    from tinymodels import record_banked_gpt
 
-    mod = import_script(RECORD)
-    torch.manual_seed(0)
-    model, hp, _ = build_from_script(f"{RECORD}:GPT", HP)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    mod, model, hp = record_banked_gpt(HP)
     d = tmp_path_factory.mktemp("record")
     torch.save(model.state_dict(), d / "final_model.pt")
     (d / "hp.json").write_text(json.dumps({**HP, "iterations": 20000, "not_a_setting": 1}))
