@@ -82,13 +82,13 @@ def read_source(path) -> bytes:
     return raw
 
 
-def minify_source(source: bytes, path: str = "<code>") -> bytes:
+def minify_source(source: bytes, path: str = "<code>", hoist_literals: bool = True) -> bytes:
     import python_minifier
 
     try:
         return python_minifier.minify(source_text(source, path), filename=path,
-                                      rename_globals=False, remove_literal_statements=True
-                                      ).encode("utf-8")
+                                      rename_globals=False, remove_literal_statements=True,
+                                      hoist_literals=hoist_literals).encode("utf-8")
     except SyntaxError as exc:
         raise GolfError(f"cannot minify {path}: syntax error on line {exc.lineno}") from None
 

@@ -83,20 +83,21 @@ def build_bundle(script, features=None, mode: str = "raw", *,
             text = future + prelude(small) + finder_source(sel) + body
             return self_extracting(text.encode("utf-8"), path)[0]
 
-        # marginal bytes of each part inside the one shared wrapper
+        # marginal bytes of each part inside the one shared wrapper; the last wrapper built
+        # (every package in) is the bundle
         alone = len(self_extracting(src, path)[0])
-        prev = len(wrapped(()))
+        out = wrapped(())
+        prev = len(out)
         parts = {"script": alone, "decoder": prev - alone}
+        minified = package_sizes(texts)
         done = []
         for k in [p for p in PACKAGES if p in packages]:
             done.append(k)
             out = wrapped(done)
             row = packages[k]
-            row["minified_bytes"] = package_sizes(
-                {m: t for m, t in texts.items() if m.split(".")[0] == k})[k]["bytes"]
+            row["minified_bytes"] = minified[k]["bytes"]
             row["bytes"] = parts[f"golf:{k}"] = len(out) - prev
             prev = len(out)
-        out = wrapped(PACKAGES)
         parts["glue"] = 0
     feats = sorted(gd.FEATURES if features is None else features)
     return out, {"bytes": len(out), "mode": mode, "parts": parts, "features": feats,

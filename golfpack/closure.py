@@ -267,7 +267,8 @@ class Closure:
         """Whether importing module `name` runs anything beyond defining names."""
         if name in self._effects:
             return self._effects[name]
-        seen = set() if seen is None else seen
+        top = seen is None
+        seen = set() if top else seen
         info = self.info(name)
         if info is None or name in seen:
             return False
@@ -277,7 +278,8 @@ class Closure:
             for u in info.units if u.kind == "import" for m in self._imported(info, u))
         if "." in name:
             out = out or self.has_effects(name.rpartition(".")[0], seen)
-        self._effects[name] = out
+        if out or top:  # a False found while an import cycle was cut short is not final
+            self._effects[name] = out
         return out
 
     # -- emitting --------------------------------------------------------------------

@@ -106,10 +106,11 @@ def whole_sources(script: bytes, path: str = "<script>") -> dict[str, tuple[bool
 
 def pruned_sources(script: bytes, path: str = "<script>") -> dict[str, tuple[bool, str]]:
     """{module: (is_package, source)} of the golf functions `script` runs (golfpack.closure)."""
+    from golfpack.accounting import source_text
     from golfpack.closure import function_closure
 
+    text = source_text(script, path)  # the encoding the file declares, as read_source checked
     try:
-        text = script.decode("utf-8")
         return function_closure(text, path, root=ROOT, packages=PACKAGES, data=DATA)
     except SyntaxError as exc:
         raise GolfError(f"{path}: syntax error on line {exc.lineno}") from None

@@ -95,11 +95,10 @@ def minified_source(features=None) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _minified(features: frozenset | None) -> str:
-    import python_minifier
+    from golfpack.accounting import minify_source
 
-    return python_minifier.minify(decoder_source(features), filename="golf_decode.py",
-                                  rename_globals=False, remove_literal_statements=True,
-                                  hoist_literals=False)
+    return minify_source(decoder_source(features).encode("utf-8"), "golf_decode.py",
+                         hoist_literals=False).decode("utf-8")
 
 
 def wrapper_compressors(features=None) -> tuple[str, ...]:
@@ -143,8 +142,6 @@ def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
     import ast
     import lzma
 
-    import brotli
-
     tree = ast.parse(decoder_source(features))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -152,8 +149,12 @@ def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
                 isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             node.body = body[1:] or [ast.Pass()]
     small = ast.unparse(tree).encode()
-    packed = brotli.compress(small, quality=11) if "brotli" in wrapper_compressors(features) \
-        else lzma.compress(small, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME)
+    if "brotli" in wrapper_compressors(features):
+        import brotli
+
+        packed = brotli.compress(small, quality=11)
+    else:
+        packed = lzma.compress(small, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME)
     return len(latin1_literal(packed)) + 60  # the wrapper around the literal
 
 

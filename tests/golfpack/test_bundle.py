@@ -162,6 +162,23 @@ def test_plain_script_without_bundle_still_runs(tmp_path):
     assert res.returncode != 0 and "golf_decode" in res.stderr
 
 
+@pytest.mark.parametrize("mode", ["raw", "minified"])
+def test_bundle_of_a_script_that_declares_latin1(tmp_path, mode):
+    """A script that declares its encoding (as self-extracting wrappers do) is read in it,
+    the closure's reader included: no UnicodeDecodeError, the bundle runs like the script."""
+    from golfpack.bundle import build_bundle
+
+    script = tmp_path / "l1.py"
+    script.write_bytes(b"# -*- coding: latin-1 -*-\nfrom golfpack.quant.rows import "
+                       b"parse_scheme\nprint(parse_scheme('int6').bits, '\xe9')\n")
+    data, _ = build_bundle(script, mode=mode)
+    (tmp_path / "out.py").write_bytes(data)
+    res = subprocess.run([sys.executable, "-I", str(tmp_path / "out.py")], capture_output=True,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.decode("utf-8").split() == ["6", "\xe9"]
+
+
 ENCODES = '''import torch
 
 from golfpack.compress import compress_state_dict
