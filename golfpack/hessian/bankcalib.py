@@ -35,11 +35,11 @@ from golfpack.errors import GolfError
 from golfpack.hessian.calib import (
     Hessians,
     _Accumulator,
-    _autocast,
     _model_device,
+    model_logits,
     run_batches,
 )
-from golfpack.quant.banks import slice_name
+from golfpack.quant.banks import is_bank, slice_name
 
 _COPIES = {torch.Tensor.to, torch.Tensor.float, torch.Tensor.bfloat16, torch.Tensor.half,
            torch.Tensor.double, torch.Tensor.type, torch.Tensor.type_as, torch.Tensor.contiguous,
@@ -62,7 +62,7 @@ class BankHessians(Hessians):
 
 
 def has_banks(model: nn.Module) -> bool:
-    return any(p.ndim == 3 and p.is_floating_point() for p in model.parameters())
+    return any(is_bank(p) for p in model.parameters())
 
 
 @dataclass(frozen=True)
@@ -308,26 +308,6 @@ def _merge_ranges(uses: _Uses, H: dict, n: dict, alias: dict) -> dict[str, str]:
     return merged
 
 
-def _logits(model: nn.Module, idx: torch.Tensor):
-    """The model's logits by its protocol: forward_logits, hidden+logits, or forward."""
-    if callable(getattr(model, "forward_logits", None)):
-        return model.forward_logits(idx)
-    if callable(getattr(model, "hidden", None)) and callable(getattr(model, "logits", None)):
-        return model.logits(model.hidden(idx))
-    return model(idx)
-
-
-class LogitsModel(nn.Module):
-    """A view of a `forward(x, y) -> loss` model whose forward gives logits (for sampling)."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, idx):
-        return _logits(self.inner, idx)
-
-
 def collect_bank_hessians(model: nn.Module, batches, autocast: bool | None = None,
                           progress: bool = False, source: str = "") -> BankHessians:
     """Run `batches` through `model`; H per bank slice and per 2-D weight used in a product."""
@@ -340,7 +320,7 @@ def collect_bank_hessians(model: nn.Module, batches, autocast: bool | None = Non
     def forward(batch):
         reg.clear()
         with _BankMode(reg, uses):
-            _logits(model, batch)
+            model_logits(model, batch)
 
     try:
         run_batches(model, batches, acc, forward, autocast, progress)
@@ -362,40 +342,14 @@ def collect_bank_hessians(model: nn.Module, batches, autocast: bool | None = Non
         raise GolfError("calibration: no product in forward used a parameter matrix")
     left_out = {k: "used transposed (its stored rows are the inputs): plain rounding"
                 for k in H if uses.transposed.get(k)}
-    keep = {k: v.cpu() for k, v in H.items() if k not in left_out}
+    on_cpu: dict[int, torch.Tensor] = {}  # one copy per shared H (GPTQ factors each once)
+    keep = {}
+    for k, v in H.items():
+        if k not in left_out:
+            if id(v) not in on_cpu:
+                on_cpu[id(v)] = v.cpu()
+            keep[k] = on_cpu[id(v)]
     return BankHessians(H=keep, n_tokens={k: n_tok[k] for k in keep}, source=source,
                         seconds=time.perf_counter() - t0,
                         groups=[[k for k in g if k in keep] for g in groups.values()
                                 if any(k in keep for k in g)], left_out=left_out)
-
-
-def bank_loss_fn(model: nn.Module, batches: list[torch.Tensor], autocast: bool | None = None):
-    """loss(state) -> mean next-token loss with `state`'s tensors (slice names `bank[i]`
-    allowed) set over the model's weights: --fit's measured-Δloss probes on banked models."""
-    from golfpack.quant.banks import parse_slice
-
-    device = _model_device(model)
-    ref = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def loss(state: dict) -> float:
-        new = {}
-        for k, v in state.items():
-            p = parse_slice(k)
-            if p is None:
-                new[k] = v
-                continue
-            bank = new.setdefault(p[0], ref[p[0]].clone())
-            bank[p[1]] = v.to(bank.dtype)
-        model.load_state_dict({**ref, **new}, strict=True)
-        total, count = 0.0, 0
-        with torch.no_grad(), _autocast(device, autocast):
-            for b in batches:
-                b = b.to(device)
-                logits = _logits(model, b[:, :-1]).float()
-                total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                               b[:, 1:].reshape(-1), reduction="sum"))
-                count += b[:, 1:].numel()
-        model.load_state_dict(ref, strict=True)
-        return total / count
-
-    return loss

@@ -290,11 +290,22 @@ def _rows_per_batch(batch_tokens: int, seq_len: int) -> int:
     return batch_tokens // seq_len
 
 
+def model_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """The model's logits by its protocol: forward_logits (a `forward(x, y) -> loss` model,
+    as the records' are), hidden+logits, or forward."""
+    if callable(getattr(model, "forward_logits", None)):
+        return model.forward_logits(idx)
+    if callable(getattr(model, "hidden", None)) and callable(getattr(model, "logits", None)):
+        return model.logits(model.hidden(idx))
+    return model(idx)
+
+
 def _next_token_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     hidden, head = getattr(model, "hidden", None), getattr(model, "logits", None)
-    if callable(hidden) and callable(head):
-        return head(hidden(idx)[:, -1:])[:, -1].float()
-    return model(idx)[:, -1].float()
+    if not callable(getattr(model, "forward_logits", None)) and callable(hidden) \
+            and callable(head):
+        return head(hidden(idx)[:, -1:])[:, -1].float()  # the head at the last position only
+    return model_logits(model, idx)[:, -1].float()
 
 
 def generate_batches(model: nn.Module, n_batches: int, batch_tokens: int, seq_len: int,

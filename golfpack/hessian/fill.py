@@ -207,8 +207,6 @@ def fill_slack(result: FitResult, encode: Callable[[dict[str, Option]], Encoded]
     history = list(result.iterations)
     for row in fills:
         history.append({"iteration": len(history), **row})
-    if enc is result.encoded:
-        return FitResult(result.picks, result.encoded, budget, history, choices)
     return FitResult(plan, enc, budget, history, choices)
 
 

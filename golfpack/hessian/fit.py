@@ -35,15 +35,13 @@ import torch
 from golfpack.errors import CheckFailed, GolfError
 from golfpack.hessian import gptq, lqer
 from golfpack.hessian.knapsack import (  # noqa: F401 (re-exported)
-    DP_CELLS,
     downgrade,
     solve,
     total_bytes,
 )
-from golfpack.quant.rows import Scheme, format_scheme
+from golfpack.quant.rows import FP16_MAX, Scheme, format_scheme
 
 DEFAULT_BITS = (4, 5, 6, 7, 8)
-FP16_MAX = 65504.0
 # Ladder of code standard deviations (qmax / k for sdclip(k)): the rate knob.
 CODE_STDS = (1.0, 1.41, 2.0, 2.83, 4.0, 5.66, 8.0, 11.3, 16.0)
 MIN_CLAMP_K, MAX_CLAMP_K = 3.0, 20.0

@@ -19,6 +19,7 @@ import torch
 from golfpack.errors import GolfError
 from golfpack.hessian import gptq
 from golfpack.hessian.calib import TIED_KEY, Hessians, LookupCurvature
+from golfpack.quant.rows import dequantize
 
 MIX_CANDIDATES = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
 # a fit chooses λ at this scheme when its spec stores the embedding in float (the fit may
@@ -52,7 +53,7 @@ def choose_lookup_mix(weight: torch.Tensor, hessians: Hessians, curvature: Looku
     for lam in cands:
         H = mix_hessians(hessians, curvature, lam)[TIED_KEY]
         r = gptq.quantize_gptq(weight.float(), H, scheme, damp=damp, block=block)
-        w_hat = (r.codes.float() * r.scales.float()[:, None]).reshape(weight.shape)
+        w_hat = dequantize(r.codes, r.scales).reshape(weight.shape)
         losses[lam] = loss_fn({TIED_KEY: w_hat.to(weight.dtype)})
     best = min(cands, key=lambda lam: (losses[lam], lam))
     report = {"lambda": best, "losses": {f"{k:g}": v for k, v in losses.items()},

@@ -20,7 +20,6 @@ import torch
 from golfpack.errors import GolfError
 from golfpack.hessian import fill, fit, gptq, lqer
 from golfpack.hessian.sensitivity import (  # noqa: F401 (re-exported)
-    PROBE_BITS,
     calibration_loss_fn,
     measure_sensitivity,
 )
@@ -248,9 +247,8 @@ def calibrate_checkpoint(ckpt_path, config, source, n_batches: int, batch_tokens
         from golfpack.foreign.records import rebank_like
 
         state = rebank_like(state, model.state_dict())
-        batches, label = calib.calibration_batches(bankcalib.LogitsModel(model), source,
-                                                   n_batches, batch_tokens, seq_len, seed,
-                                                   autocast, progress)
+        batches, label = calib.calibration_batches(model, source, n_batches, batch_tokens,
+                                                   seq_len, seed, autocast, progress)
         hs = bankcalib.collect_bank_hessians(model, batches, autocast, progress, label)
         return state, cfg, model, hs, batches
     batches, label = calib.calibration_batches(model, source, n_batches, batch_tokens, seq_len,
@@ -355,10 +353,7 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
         float_scheme=parse_scheme(FIT_SCHEME) if fit else None)
     loss_fn = None
     if fit and sensitivity != "hessian":
-        from golfpack.hessian.bankcalib import bank_loss_fn, has_banks
-
-        make = bank_loss_fn if has_banks(model) else calibration_loss_fn
-        loss_fn = make(model, batches[: max(1, min(2, len(batches)))])
+        loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))])
     data, report = compress_hessian(
         state, cfg, hs, budget, code, scheme_spec, do_fit=fit, codec=codec,
         tokenizer=tokenizer, bits=fit_bits, lqer_rank=lqer_rank,

@@ -17,25 +17,36 @@ PROBE_BITS = 5  # sensitivity probes at int5 gptq-lite (the records' operating r
 
 def calibration_loss_fn(model: torch.nn.Module, batches: list[torch.Tensor],
                         autocast: bool | None = None) -> Callable[[dict], float]:
-    """loss(state_dict) -> mean next-token loss of `model` with those weights on `batches`
-    (the measured-Δloss probes of --sensitivity family|tensor)."""
-    from golfpack.hessian.calib import _autocast, _model_device
+    """loss(state) -> mean next-token loss of `model` with `state`'s tensors set over its
+    weights, on `batches` (the measured-Δloss probes of sensitivity family|tensor). Slice
+    names `bank[i]` are written into a copy of their bank; the model's logits come by its
+    protocol (calib.model_logits), so banked record models probe the same way."""
+    from golfpack.hessian.calib import _autocast, _model_device, model_logits
+    from golfpack.quant.banks import parse_slice
 
     device = _model_device(model)
     ref = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def loss(state: dict) -> float:
-        model.load_state_dict({**ref, **state}, strict=False)
+        new = {}
+        for k, v in state.items():
+            p = parse_slice(k)
+            if p is None:
+                new[k] = v
+                continue
+            bank = new.setdefault(p[0], ref[p[0]].clone())
+            bank[p[1]] = v.to(bank.dtype)
+        model.load_state_dict({**ref, **new}, strict=True)
         total, n = 0.0, 0
         with torch.no_grad(), _autocast(device, autocast):
             for b in batches:
                 b = b.to(device)
-                logits = model(b[:, :-1]).float()
+                logits = model_logits(model, b[:, :-1]).float()
                 total += float(torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1),
                     reduction="sum"))
                 n += b[:, 1:].numel()
-        model.load_state_dict(ref, strict=False)
+        model.load_state_dict(ref, strict=True)
         return total / n
 
     return loss

@@ -204,6 +204,28 @@ def test_unattributable_use_is_refused_in_one_line(how, msg):
     assert "\n" not in str(e.value)
 
 
+def test_banked_calibration_checks_shard_tokens_against_the_vocab(tmp_path):
+    """A banked script model's train shards are read with its vocabulary: an id past it is
+    a one-line calibration error, never an IndexError inside its embedding."""
+    import numpy as np
+
+    from golfpack.cli import main
+    from golfpack.shards import shard_bytes
+
+    torch.save(_banked(1).state_dict(), tmp_path / "final_model.pt")
+    (tmp_path / "hp.json").write_text(json.dumps(HP))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "fineweb_train_000000.bin").write_bytes(shard_bytes(np.full(4096, 70, np.uint16)))
+    r = CliRunner().invoke(main, [
+        "compress", str(tmp_path / "final_model.pt"), "-o", str(tmp_path / "a.golf"),
+        "--model", f"{SCRIPT}:GPT", "--config", str(tmp_path / "hp.json"), "--scheme", SPEC,
+        "--gptq", "--calib", str(data), "--calib-batches", "1", "--calib-tokens", "32",
+        "--calib-seq-len", "8", "--codec", "zstd", "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    assert "vocab size 64" in r.output and "Traceback" not in r.output
+
+
 def test_compress_gptq_on_the_banked_script(tmp_path):
     from golfpack.artifact import load_artifact
     from golfpack.checkpoint import load
