@@ -72,7 +72,7 @@ def print_review(rv) -> None:
             click.echo(f"  {name} rule ({vd['rule']}): {word}")
     for f in v.flags + rv.flags:
         click.echo(f"  {f['severity']:<7} {f['code']}: {cli_text(f['message'])}")
-    click.echo(rv.verdict)
+    click.echo(cli_text(rv.verdict))
 
 
 @click.command("review")
@@ -138,7 +138,7 @@ def review(record_dir, sota, sota_bpb, code_files, rule, plot_path, force, as_js
     else:
         print_review(rv)
     if not rv.ok:
-        raise CheckFailed(rv.verdict)
+        raise CheckFailed(rv.verdict, param=rv.verdict.params)
 
 
 def _review_tree(folders, as_json: bool) -> None:
@@ -150,7 +150,7 @@ def _review_tree(folders, as_json: bool) -> None:
         emit_json({"records": [rv.to_dict() for rv in results], "failed": failed})
     else:
         for rv in results:
-            click.echo(rv.verdict)
+            click.echo(cli_text(rv.verdict))
         click.echo(f"{len(results)} record folder(s): {len(results) - len(failed)} pass, "
                    f"{len(failed)} fail")
     if failed:

@@ -33,6 +33,7 @@ from golfeval.records.verify import (
     implied_val_bytes,
     verify_record,
 )
+from golfpack.errors import Note
 
 EDIT_TOLERANCE = 0.01  # a raw code size within 1% (or 512 B) of the recount: an edit
 EDIT_SLACK_BYTES = 512
@@ -68,7 +69,7 @@ class Review:
             sig is None or bool(sig.get("significant"))) and self.significance_error is None
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Note:
         v = self.verification
         warn = sum(f["severity"] == "warning" for f in v.flags + self.flags)
         parts = [f"{v.name}: {'PASS' if self.ok else 'FAIL'}",
@@ -88,9 +89,11 @@ class Review:
         if evals:
             parts.append(f"max eval {max(evals):.0f} s")
         parts.append(f"{len(self.errors)} error(s), {warn} warning(s)")
-        if self.errors:
-            parts.append("first: " + self.errors[0]["message"])
-        return "; ".join(parts)
+        first = self.errors[0]["message"] if self.errors else None
+        if first is not None:
+            parts.append(f"first: {first}")
+        # the first error may name parameters (a Note): the line keeps them for the CLI
+        return Note("; ".join(parts), param=getattr(first, "params", ()))
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "ok": self.ok, "verify": self.verification.to_dict(),
