@@ -202,10 +202,7 @@ def test_fit_works_on_a_model_whose_matrices_are_all_small(tiny, tmp_path):
     assert filled >= 2
     assert "fp16" in kinds and kinds & {"int4", "int6", "int8"}  # both kinds get chosen
     # the CLI, default scheme (the case that used to exit 2)
-    ck = tmp_path / "m.safetensors"
-    checkpoint.save(ck, sd, dict(CFG))
-    _write_shard(tmp_path / "fineweb_train_000000.bin",
-                 np.random.default_rng(0).integers(0, 128, 5000))
+    ck = _checkpoint_and_train_shard(tiny, tmp_path)
     out = tmp_path / "f.golf"
     r = CliRunner().invoke(main, [
         "compress", str(ck), "-o", str(out), "--fit", "--budget", "60000", "--sensitivity",
