@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from rd_common import machine  # (bench/ is the script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "golfpack" / "scripts" / "banked_gpt.py"
@@ -120,7 +121,7 @@ def main():
                            "seconds": round(hs.seconds, 3), "plain_forward_seconds":
                            round(fwd_s, 3), "overhead": round(hs.seconds / fwd_s, 2)},
            "held_out_loss": round(base, 4), "results": rows,
-           "machine": f"{torch.get_num_threads()} threads, 2-core CPU sandbox under load"}
+           "machine": machine("cpu")}
     out = ROOT / "bench" / "results" / "bankcalib.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))

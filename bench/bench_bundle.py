@@ -16,7 +16,6 @@ inside both). Writes bench/results/bundle.json.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -95,7 +94,9 @@ def main() -> None:
                   f"{w['golf_wrapped']:7,}   bundle raw {f['bundle_raw']:8,} / "
                   f"{w['bundle_raw']:8,}   minified {f['bundle_minified']:7,} / "
                   f"{w['bundle_minified']:7,}  (functions / whole modules)")
-    out = {"machine": f"{platform.machine()} CPU (2-core sandbox, shared)",
+    from rd_common import machine
+
+    out = {"machine": machine("cpu"),
            "seconds": round(time.perf_counter() - t0, 1), "scripts": results}
     dest = ROOT / "bench" / "results" / "bundle.json"
     dest.write_text(json.dumps(out, indent=1) + "\n")

@@ -26,7 +26,6 @@ import argparse
 import io
 import json
 import lzma
-import platform
 import shutil
 import subprocess
 import sys
@@ -82,7 +81,9 @@ def lrzip_bytes(data: bytes, tmp: Path, threshold_off: bool) -> tuple[int, float
     return dst.stat().st_size, tc, td
 
 
-def general_bytes(data: bytes, tmp: Path) -> dict:
+def general_bytes(data: bytes, tmp: Path, zpaq_t: int | None = None) -> dict:
+    """The best general-purpose compressors at their strongest settings on `data`;
+    `zpaq_t`: lrzip -T's size of these very bytes where the caller already measured it."""
     import brotli
     import zstandard
 
@@ -92,7 +93,7 @@ def general_bytes(data: bytes, tmp: Path) -> dict:
     out["zstd-22-long"] = len(zstandard.ZstdCompressor(compression_params=params)
                               .compress(data))
     out["brotli-11-w24"] = len(brotli.compress(data, quality=11, lgwin=24))
-    out["lrzip-zpaq-T"] = lrzip_bytes(data, tmp, True)[0]
+    out["lrzip-zpaq-T"] = lrzip_bytes(data, tmp, True)[0] if zpaq_t is None else zpaq_t
     return out
 
 
@@ -148,9 +149,11 @@ def bench_one(ckpt: str, spec: str, tmp: Path, log=print) -> dict:
             g[key] = size + perm
             t_lr += tc
             t_lr_d += td
-        gen = general_bytes(raw, tmp)
+        body_t = g["lrzip_T"] - perm  # lrzip -T of `body`, measured just above
+        gen = general_bytes(raw, tmp, None if sort else body_t)
         if sort:
-            gen.update({k + "+sort": v + perm for k, v in general_bytes(body, tmp).items()})
+            gen.update({k + "+sort": v + perm
+                        for k, v in general_bytes(body, tmp, body_t).items()})
         g["general"] = gen
         g["bound"] = min(gen.values())
         g["golf_ans"] = golf_streams[name]["bytes"] if name in golf_streams else None
@@ -226,8 +229,9 @@ def main():
             print(f"  codes: golf {r['codes']['golf']:,}, bound {r['codes']['bound']:,} "
                   f"({r['codes_golf_vs_bound']:.4f}x)")
     lr = subprocess.run(["lrzip", "-V"], capture_output=True, text=True)
-    meta = {"machine": f"{platform.machine()} CPU, {args.threads} threads (2-core sandbox, "
-                       "shared with other jobs: timings under load)",
+    from rd_common import machine
+
+    meta = {"machine": machine("cpu"),
             "lrzip": (lr.stdout or lr.stderr).strip()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")

@@ -27,8 +27,8 @@ STACK_27M = dict(vocab_size=1024, num_layers=11, model_dim=512, num_heads=8, num
 def machine(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} " \
-           "threads (2-core CPU sandbox, shared)"
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, " \
+           f"{torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.1f}"
 
 
 def read_docs(path: Path, limit: int | None = None) -> list[str]:
