@@ -19,6 +19,7 @@ import re
 
 from golfpack.accounting import CODE_MODES, latin1_literal, self_extracting
 from golfpack.errors import GolfError
+from golfpack.format.layout import parse_slice
 
 # sections of the template, in the order they appear
 CODEC_FEATURES = ("zlib", "zstd", "lzma", "brotli", "ans")
@@ -28,7 +29,6 @@ FEATURES = CODEC_FEATURES + TRANSFORM_FEATURES + KIND_FEATURES
 API = "load(path, max_params=MAX_PARAMS) -> (state_dict, config); GolfDecodeError"
 _OPEN = re.compile(r"# <(\w+)")
 _CLOSE = re.compile(r"# (\w+)>")
-_SLICE = re.compile(r"(.+)\[(\d+)\]", re.S)  # a bank slice name (golfpack.quant.banks)
 
 
 def template_text() -> str:
@@ -72,7 +72,7 @@ def features_of(art) -> set[str]:
     bank when it holds bank slices."""
     feats = {art.header_codec} | {s.codec for s in art.streams} | \
         {s.transform for s in art.streams} | {e.kind for e in art.entries}
-    if any(_SLICE.fullmatch(e.name) for e in art.entries):
+    if any(parse_slice(e.name) for e in art.entries):
         feats.add("bank")
     return feats & set(FEATURES)
 
@@ -80,7 +80,7 @@ def features_of(art) -> set[str]:
 def features_of_report(report: dict) -> set[str]:
     """features_of for an artifact report (golfpack.accounting.artifact_report)."""
     feats = {report.get("header_codec") or "zlib"} | {t["kind"] for t in report["tensors"]}
-    if any(_SLICE.fullmatch(t["name"]) for t in report["tensors"]):
+    if any(parse_slice(t["name"]) for t in report["tensors"]):
         feats.add("bank")
     for s in report["streams"]:
         feats |= {s["codec"], s["transform"]}

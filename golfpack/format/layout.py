@@ -4,6 +4,7 @@ by the writer (golfpack.artifact) and the reader (golfpack.format.header, .reade
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,18 @@ HEADER_CODECS = ("store", "zlib", "brotli")
 MAX_PARAMS = 1 << 27  # 134,217,728: a 16 MB artifact cannot honestly hold more than ~10^8
 PARAMS_PER_FILE_BYTE = 256
 MIN_PARAM_LIMIT = 1 << 20
+_SLICE_RE = re.compile(r"(.+)\[(\d+)\]", re.S)  # whole name (fullmatch), newlines too
+
+
+def slice_name(bank: str, i: int) -> str:
+    """The entry name of slice `i` of bank `bank` (FORMAT.md, Banks)."""
+    return f"{bank}[{i}]"
+
+
+def parse_slice(name: str) -> tuple[str, int] | None:
+    """(bank, index) of a slice's entry name, else None."""
+    m = _SLICE_RE.fullmatch(name)
+    return (m.group(1), int(m.group(2))) if m else None
 
 
 def param_limit(file_bytes: int, max_params: int = MAX_PARAMS) -> int:

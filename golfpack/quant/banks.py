@@ -11,27 +11,16 @@ name, so a slice name cannot collide with a real tensor.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import torch
 
 from golfpack.errors import GolfError
-
-_SLICE_RE = re.compile(r"(.+)\[(\d+)\]", re.S)  # whole name (fullmatch), newlines too
+from golfpack.format.layout import parse_slice, slice_name
 
 
 def is_bank(t: torch.Tensor) -> bool:
     return t.ndim == 3 and t.is_floating_point()
-
-
-def slice_name(bank: str, i: int) -> str:
-    return f"{bank}[{i}]"
-
-
-def parse_slice(name: str) -> tuple[str, int] | None:
-    m = _SLICE_RE.fullmatch(name)
-    return (m.group(1), int(m.group(2))) if m else None
 
 
 def split_banks(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
