@@ -257,6 +257,20 @@ def calibrate_checkpoint(ckpt_path, config, source, n_batches: int, batch_tokens
     return state, cfg, model, hs, batches
 
 
+def parse_lookup_mix(mix) -> float | None:
+    """`lookup_mix`: "auto" -> None, else the number λ >= 0 it names (a declared error)."""
+    if str(mix) == "auto":
+        return None
+    try:
+        lam = float(mix)
+    except (TypeError, ValueError):
+        lam = -1.0
+    if not 0 <= lam < math.inf:
+        raise GolfError(f"`lookup_mix` must be 'auto' or a number >= 0, got {mix!r}",
+                        param="lookup_mix")
+    return lam
+
+
 def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix="auto",
                      autocast: bool | None = None, log: Log = None, float_scheme=None):
     """The tied embedding's H with its lookup role mixed in (golfpack.hessian.lookupmix):
@@ -267,13 +281,8 @@ def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix
     from golfpack.quant.qmodel import dtype_name
     from golfpack.quant.scheme import resolve
 
-    auto = str(mix) == "auto"
-    try:
-        lam = None if auto else float(mix)
-    except (TypeError, ValueError):
-        lam = -1.0
-    if lam is not None and not 0 <= lam < math.inf:
-        raise GolfError(f"the lookup mix must be 'auto' or a number >= 0, got {mix!r}")
+    lam = parse_lookup_mix(mix)
+    auto = lam is None
     if lam == 0 or calib.TIED_KEY not in hessians or not calib._has_tied_head(model):
         return hessians, None
     w = state_dict[calib.TIED_KEY]
@@ -318,6 +327,7 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     if lqer_rank and not fit:
         raise GolfError("`lqer_rank` works with `fit=True` (it is kept only where it pays)",
                         param=("lqer_rank", "fit"))
+    parse_lookup_mix(lookup_mix)  # before the slow calibration
     if str(calib) != "self":
         train_shard_paths(calib)  # refuses validation shards before anything slow
 

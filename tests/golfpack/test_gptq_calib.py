@@ -217,3 +217,10 @@ def test_lookup_mix_never_raises_calibration_loss():
         fitpack.apply_lookup_mix(model, sd, hs, batches, None, -1.0)
     with pytest.raises(GolfError):
         fitpack.apply_lookup_mix(model, sd, hs, batches, None, "lots")
+    # through the pipeline a bad mix is refused before anything is read or calibrated
+    with pytest.raises(GolfError, match="lookup_mix") as e:
+        fitpack.compress_with_hessians(
+            "no/such.safetensors", "out.golf", scheme_spec=None, codec="zstd", tokenizer=None,
+            config_path=None, code_files=(), code_mode="raw", budget=16_000_000,
+            allow_over=False, force=False, progress=False, calib="self", lookup_mix="lots")
+    assert e.value.params == ("lookup_mix",)
