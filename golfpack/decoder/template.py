@@ -58,16 +58,16 @@ class R:
     def u8(s):
         return s.take(1)[0]
 
-    def v(s, lim=1 << 40):
+    def v(s, lim=1 << 31):
         """varint (LEB128, at most 10 bytes) no larger than lim."""
-        x = 0
-        for k in range(10):
-            c = s.u8()
-            x |= (c & 127) << 7 * k
-            if c < 128:
-                ck(x <= lim, s.w)
-                return x
-        ck(0, s.w)
+        x = k = 0
+        while (c := s.u8()) > 127:
+            x |= (c & 127) << k
+            k += 7
+            ck(k < 70, s.w)
+        x |= c << k
+        ck(x <= lim, s.w)
+        return x
 
     def t(s, lim=1 << 16):
         """text: varint length + UTF-8."""
@@ -77,12 +77,13 @@ class R:
             ck(0, s.w)
 
     def a(s, dt, n):
-        return np.frombuffer(s.take(n * np.dtype(dt).itemsize), dt).astype(I64)
+        """n values of numpy type dt ("u1", "<u2", "<u4": its last digit is its size)."""
+        return np.frombuffer(s.take(n * int(dt[-1])), dt).astype(I64)
 
 
 def js(t):
     try:
-        o = json.loads(t) if t else {}
+        o = json.loads(t or "{}")
     except Exception:  # noqa: BLE001  (bad JSON, too deep)
         o = 0
     ck(type(o) is dict, "JSON")
@@ -92,44 +93,43 @@ def js(t):
 def unz(c, b, n):
     """Payload under codec c -> exactly n bytes (never expanding past n + 1)."""
     b = bytes(b)
+    o = k = 0  # output, and whether the stream ended where it should
     try:
         if c == 0:
-            o = b
+            o, k = b, 1
         # <zlib
-        elif c == 1:
+        if c == 1:
             import zlib
 
             d = zlib.decompressobj()
             o = d.decompress(b, n + 1)
-            ck(d.eof and not d.unused_data, "")
+            k = d.eof and not d.unused_data
         # zlib>
         # <zstd
-        elif c == 2:
+        if c == 2:
             import zstandard
 
-            o = zstandard.ZstdDecompressor().stream_reader(b).read(n + 1)  # fills or ends
+            o, k = zstandard.ZstdDecompressor().stream_reader(b).read(n + 1), 1  # fills or ends
         # zstd>
         # <lzma
-        elif c == 3:
+        if c == 3:
             import lzma
 
             d = lzma.LZMADecompressor(lzma.FORMAT_ALONE, 1 << 28)
             o = d.decompress(b, n + 1)
-            ck(d.eof or len(o) > n, "")
+            k = d.eof
         # lzma>
         # <brotli
-        elif c == 4:
+        if c == 4:
             import brotli
 
             d = brotli.Decompressor()
             o = d.process(b, output_buffer_limit=n + 1)
-            ck(d.is_finished() or len(o) > n, "")
+            k = d.is_finished()
         # brotli>
-        else:
-            o = 0
     except Exception:  # noqa: BLE001  (each library raises its own errors)
-        o = 0
-    ck(o != 0 and len(o) == n, f"codec {c} stream")
+        k = 0
+    ck(k and len(o) == n, f"codec {c} stream")
     return o
 
 
@@ -152,16 +152,16 @@ def norm(lv, P):
     return f
 
 
-def tab(r, n):
-    """A table (varint length, svarint start, level bytes) over n symbols -> levels."""
+def tab(r, n, y=0):
+    """A table (varint length, svarint start >= 0, level bytes) over n symbols -> levels;
+    y: symmetric (n magnitudes, mirrored to 2n - 1 symbols)."""
     lv = np.zeros(n, I64)
     k = r.v(n)
     if k:
         z = r.v(2 * n + 1)
-        lo = -(z + 1 >> 1) if z & 1 else z >> 1
-        ck(0 <= lo <= n - k, "ans")
-        lv[lo:lo + k] = r.a("u1", k)
-    return lv
+        ck(z % 2 < 1 and z <= 2 * (n - k), "ans")  # an even zigzag: a start >= 0
+        lv[z // 2:z // 2 + k] = r.a("u1", k)
+    return np.r_[lv[:0:-1], lv] if y else lv
 
 
 def rans(r, ctx, F, P, n):
@@ -171,31 +171,26 @@ def rans(r, ctx, F, P, n):
     wd = r.a("<u2", r.v(r.left() // 2))
     ck(W and (not n or x.min() >> 16), "ans")
     M = 1 << P
-    S, Q, B = [], [], []  # per context x slot: symbol (-1 = empty table), f, slot - cum
-    for f in F:
-        s = np.repeat(np.arange(f.size), f) if f.any() else np.full(M, -1)
-        S.append(s)
-        Q.append(f[s] * (s >= 0))
-        B.append(np.arange(M) - (np.cumsum(f) - f)[s])
-    S, Q, B = map(np.concatenate, (S, Q, B))
+    a = len(F[0])
+    # per context x slot: symbol, its f, slot - cum; an extra symbol a fills an empty table
+    F = np.c_[F, M - np.sum(F, 1)].ravel()
+    k = np.repeat(np.arange(F.size), F)
+    S, Q, B = k % (a + 1), F[k], np.arange(k.size) - (np.cumsum(F) - F)[k]
     out = np.zeros(n, I64)
     T = -(-n // W)
-    i = np.arange(W) * T
     p = 0
     for t in range(T):
-        L = min(W, (n - t - 1) // T + 1)  # lanes that still have a position
-        y = x[:L]
-        g = ctx[i[:L]] + (y & M - 1)
-        out[i[:L]] = S[g]
+        i = np.arange(-((t - n) // T)) * T + t  # the position of each lane still going
+        y = x[:i.size]
+        g = ctx[i] + (y & M - 1)
+        out[i] = S[g]
         y = Q[g] * (y >> P) + B[g]
         j = np.flatnonzero(y < 65536)
-        ck(p + j.size <= wd.size, "ans")
-        y[j] = y[j] << 16 | wd[p:p + j.size]
-        p += j.size
-        x[:L] = y
-        i += 1
-    ck(p == wd.size and (not n or (x == 65536).all()) and (out >= 0).all(),
-       "ans")
+        k = p + j.size
+        ck(k <= wd.size, "ans")
+        y[j] = y[j] << 16 | wd[p:k]
+        x[:i.size], p = y, k
+    ck(p == wd.size and (not n or (x == 65536).all()) and (out < a).all(), "ans")
     return out
 
 
@@ -218,13 +213,11 @@ def ans(b, n, shapes):
     K, C = r.v(64), r.v(64)
     ck(K and C and K * C < 257 and (K < 2 or K <= nr) and (C < 2 or C <= nc)
        and (K * C + 1) << P <= 16 * n + 65536, "ans")
-    F = []
-    for _ in range(K * C):
-        m = tab(r, q + 1 if fl & 1 else 2 * q + 1)
-        F.append(norm(np.concatenate([m[:0:-1], m]) if fl & 1 else m, P))  # symmetric: mirrored
+    y = fl & 1
+    F = [norm(tab(r, 2 * q + 1 - q * y, y), P) for _ in range(K * C)]
     cls = [rans(r, np.zeros(k, I64), [norm(tab(r, A), P)], P, k) if A > 1 else np.zeros(k, I64)
            for k, A in ((nr, K), (nc, C))]
-    o = rans(r, np.concatenate([np.zeros(0, I64)] + [
+    o = rans(r, np.concatenate([I64([])] + [
         (cls[0][st[k]:st[k + 1], None] * C + cls[1][sc[k]:sc[k + 1]]).ravel() << P
         for k in range(len(shapes))]), F, P, n)
     ck(not r.left(), "ans")
@@ -239,11 +232,11 @@ def shape(e, ro, ln):
     """(rows, cols) of a codes part: from the shape (quant), else meta["part_shapes"]."""
     sh = e[3]
     if e[1] == "quant":
-        return (sh[0], math.prod(sh[1:])) if len(sh) > 1 else (1, ln)
-    ps = e[6].get("part_shapes")
-    ps = ps.get(ro) if type(ps) is dict else 0
-    return tuple(ps) if type(ps) is list and len(ps) == 2 and all(
-        type(v) is int and v >= 0 for v in ps) and ps[0] * ps[1] == ln else (1, ln)
+        return (sh[0], math.prod(sh[1:])) if sh[1:] else (1, ln)
+    s = e[6].get("part_shapes")
+    s = type(s) is dict and s.get(ro)
+    return tuple(s) if type(s) is list and [*map(type, s)] == [int, int] and min(s) >= 0 and \
+        s[0] * s[1] == ln else (1, ln)
 
 
 # ans>
@@ -258,16 +251,14 @@ TR += 2,
 
 def intn(sc):
     """Bits of an `intN[:...]` scheme (2..8), else 0."""
-    n = sc[3:4]
-    return int(n) if sc[:3] == "int" and n and n in "2345678" and sc[4:5] in ":" else 0
+    return int(sc[3]) if "int2" <= sc[:4] <= "int8" and sc[4:5] in ":" else 0
 
 
 def load(path, max_params=MAX_PARAMS):
     """-> (state_dict, config) of the artifact at path, exactly as `golfpack unpack` (each
     tensor in the dtype it had when compressed)."""
     try:
-        with open(path, "rb") as f:
-            return parse(f.read(), max_params)
+        return parse(open(path, "rb").read(), max_params)  # (closed as soon as read)
     except (OSError, GolfDecodeError) as e:  # unreadable: its reason, not the errno
         raise GolfDecodeError(f"{path}: {getattr(e, 'strerror', 0) or e}") from None
 
@@ -292,33 +283,32 @@ def parse(d, max_params=MAX_PARAMS):
     lim = min(max_params, max(1 << 20, 256 * N))
     ss = []
     for _ in range(r.v(r.left() // 14)):
-        s = [r.t(4096), r.u8(), r.u8(), r.u8(), r.v(1 << 31), r.v(N), r.take(8), []]
-        ck(s[1] < 6 and s[2] < 3 and s[0] not in [x[0] for x in ss], "stream " + s[0])
+        s = [r.t(4096), r.u8(), r.u8(), r.u8(), r.v(), r.v(N), r.take(8), []]
+        ck(s[0] not in [x[0] for x in ss], "stream " + s[0])  # (codec, transform: below)
         ss.append(s)
-    raw = sum(s[4] for s in ss)
-    ck(raw <= 8 * lim, f"size: {raw} bytes, over 8 per param of {lim} params")
     es = {}
     for _ in range(r.v(r.left() // 8)):
         nm, kd, dt = r.t(4096), r.t(64), r.u8()
-        sh = [r.v(1 << 31) for _ in range(r.v(8))]
+        sh = [r.v() for _ in range(r.v(8))]
         sc, mt, pt = r.t(256), js(r.t()), {}
         for _ in range(r.v(64)):
-            ro, pd, si, of, ln = r.t(64), r.u8(), r.v(), r.v(1 << 31), r.v(1 << 31)
+            ro, pd, si, of, ln = r.t(64), r.u8(), r.v(), r.v(), r.v()
             ck(pd < 10 and si < len(ss) and ro not in pt
                and ln % NP[pd].itemsize == 0, "part of " + nm)
             pt[ro] = pd, si, of, ln
             ss[si][7].append((of, ln, nm, ro, pd))
         ne = math.prod(sh)
-        rows = sh[0] if len(sh) > 1 else 1
         fp = {"fp16": 1, "fp32": 0}.get(sc, -1)
-        want = {"quant": {"codes": (4, ne), "scales": (1, 2 * rows)} if intn(sc) else 0,
+        want = {"quant": {"codes": (4, ne), "scales": (1, 2 * (sh[0] if sh[1:] else 1))}
+                if intn(sc) else 0,
                 "float": {"data": (fp, ne * (4 - 2 * fp))},
                 "raw": {"data": (5, ne * DT[dt % 10].itemsize)}}.get(kd)
         ck(nm and nm not in es and dt < 10 and (want is None or
            want == {k: v[0::3] for k, v in pt.items()}), "entry " + nm)
         es[nm] = nm, kd, dt, sh, ne, sc, mt, pt
-    tot = sum(x[4] for x in es.values())
-    ck(not r.left() and tot <= lim, f"header or {tot} params > {lim}")
+    ck(not r.left(), "header")
+    tot, raw = sum(x[4] for x in es.values()), sum(s[4] for s in ss)
+    ck(tot <= lim and raw <= 8 * lim, f"size: {tot} params, {raw} bytes: over {lim} params")
     o = e + 8
     ck(sum(s[5] for s in ss) == N - o, "file size")
     cs = []
@@ -331,10 +321,9 @@ def parse(d, max_params=MAX_PARAMS):
         for of, ln, _, _, pd in sorted(s[7]):  # parts tile the stream, ans: codes only
             ck(of == p and (c - 5 or pd == 4), "stream " + nm)
             p += ln
-        ck(p == n and (t < 2 or 0 < w < 9), "stream " + nm)
+        ck(p == n and (t < 2 or 0 < w < 9) and (c < 5 or t < 1), "stream " + nm)
         # <ans
         if c == 5:
-            ck(t == 0, "stream " + nm)
             cs.append(ans(b, n, [shape(es[x[2]], x[3], x[1]) for x in sorted(s[7])]))
             continue
         # ans>
@@ -355,10 +344,9 @@ def parse(d, max_params=MAX_PARAMS):
         # bitpack>
         cs.append(b)
     sd = {}
-    for nm, kd, dt, sh, ne, sc, mt, pt in es.values():
-        g = {k: np.frombuffer(cs[si], NP[pd], ln // NP[pd].itemsize, of)
-             for k, (pd, si, of, ln) in pt.items()}
-        sd[nm] = build(nm, kd, dt, sh, ne, sc, mt, g).to(DT[dt])  # its dtype when compressed
+    for x in es.values():
+        g = {k: np.frombuffer(cs[si][of:of + ln], NP[pd]) for k, (pd, si, of, ln) in x[7].items()}
+        sd[x[0]] = build(*x[:7], g).to(DT[x[2]])  # its dtype when compressed
     # <bank
     sd = banks(sd)
     # bank>
@@ -382,7 +370,7 @@ def banks(sd):
         if type(g) is dict:  # unique indices below their count: 0..L-1
             ck(max(g) < len(g) and len({(x.shape, x.dtype) for x in g.values()}) < 2,
                "bank " + b)
-            o[b] = torch.stack([g[i] for i in range(len(g))])
+            o[b] = torch.stack([g[i] for i in sorted(g)])
     return o
 
 
@@ -391,7 +379,7 @@ def banks(sd):
 
 def rng(a, q, nm):
     """Codes in [-q, q]."""
-    ck(not a.size or abs(a.astype(I64)).max() <= q, "codes in " + nm)
+    ck((abs(a.astype(I64)) <= q).all(), "codes in " + nm)
 
 
 def fin(a, nm):
@@ -413,12 +401,11 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
     # <float
     if kd == "float":
         fin(g["data"], nm)
-        return torch.from_numpy(g["data"].copy()).reshape(sh)
+        return torch.tensor(g["data"]).reshape(sh)
     # float>
     # <raw
     if kd == "raw":
-        return torch.frombuffer(bytearray(g["data"].tobytes()) or bytearray(8), dtype=DT[dt]
-                                )[:ne].reshape(sh)
+        return torch.tensor(g["data"]).view(DT[dt]).reshape(sh)
     # raw>
     # <lqer
     if kd == "lqer":
@@ -426,16 +413,15 @@ def build(nm, kd, dt, sh, ne, sc, mt, g):
         ck(len(sh) == 2 and type(k) is int and 0 < k <= min(sh) and q, "entry " + nm)
         a, c = sh
         t = []  # codes, scales, lr_a, lr_as, lr_b, lr_bs: shape, code limit (0: fp16)
-        for x, z, m in (("codes", (a, c), (1 << q - 1) - 1), ("scales", (a, 1), 0),
-                        ("lr_a", (a, k), 1), ("lr_as", (1, 1), 0), ("lr_b", (k, c), 7),
-                        ("lr_bs", (k, -(-c // 64)), 0)):
+        for x, u, z, m in (("codes", a, c, (1 << q - 1) - 1), ("scales", a, 1, 0),
+                           ("lr_a", a, k, 1), ("lr_as", 1, 1, 0), ("lr_b", k, c, 7),
+                           ("lr_bs", k, -(-c // 64), 0)):
             v = g.get(x)
-            ck(v is not None and v.size == z[0] * z[1] and v.itemsize == 2 - (m > 0),
-               "entry " + nm)
+            ck(v is not None and v.size == u * z and v.itemsize == 2 - (m > 0), "entry " + nm)
             if m:
                 rng(v, m, nm)
             v = v.view("i1" if m else "<f2")
-            t.append(torch.from_numpy(v.copy() if m else fin(v, nm)).float().reshape(z))
+            t.append(torch.from_numpy(v.copy() if m else fin(v, nm)).float().reshape(u, z))
         C, S, A, AS, B, BS = t
         return (C * S + A * AS @ (B * BS.repeat_interleave(64, 1)[:, :c])).reshape(sh)
     # lqer>
