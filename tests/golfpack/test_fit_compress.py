@@ -286,3 +286,59 @@ def test_cli_lookup_mix_option(tiny, tmp_path):
     r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "b.golf"), "--lookup-mix", "1.5"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["lookup_mix"]["lambda"] == 1.5
+
+
+def test_lookup_mix_and_sensitivities_share_one_calibration_loss(tiny, tmp_path, monkeypatch):
+    """--fit --sensitivity family --lookup-mix auto builds the calibration loss once and
+    measures the unquantized model's loss once (it used to do both twice); the artifact is
+    the one the two separate losses gave (they measure the same numbers)."""
+    from golfpack.accounting import add_decoder
+    from golfpack.decoder import FEATURES, decoder_row
+    from golfpack.hessian.lookupmix import FIT_SCHEME, MIX_CANDIDATES
+    from golfpack.quant.scheme import family
+    from trainer.model import GPT
+
+    ck = _checkpoint_and_train_shard(tiny, tmp_path)
+    calls = {"hidden": 0, "losses": 0}
+    hidden, loss_fn = GPT.hidden, fitpack.calibration_loss_fn
+
+    def counted_hidden(self, *a, **k):
+        calls["hidden"] += 1
+        return hidden(self, *a, **k)
+
+    def counted_loss(*a, **k):
+        calls["losses"] += 1
+        return loss_fn(*a, **k)
+
+    monkeypatch.setattr(GPT, "hidden", counted_hidden)
+    monkeypatch.setattr(fitpack, "calibration_loss_fn", counted_loss)
+    kw = dict(calib_batches=4, calib_tokens=128, calib_seq_len=32)
+    rep = fitpack.compress_with_hessians(
+        ck, tmp_path / "a.golf", scheme_spec=SPEC, codec="zlib", tokenizer=None,
+        config_path=None, code_files=(), code_mode="raw", budget=60_000, allow_over=False,
+        force=False, progress=False, fit=True, calib=str(tmp_path), fit_bits=(4, 6, 8),
+        sensitivity="family", lookup_mix="auto", **kw)
+    assert rep["lookup_mix"]["chosen"] == "auto"
+    families = {family(r["name"]) for r in rep["fit"]["allocation"]}
+    n_loss = fitpack.LOSS_BATCHES
+    # 4 batches for H, 4 for the lookup curvature, then on the loss batches: one per λ
+    # candidate, the base loss once, one per family probe
+    assert calls == {"losses": 1, "hidden": 4 + fitpack.LOOKUP_BATCHES
+                     + n_loss * (len(MIX_CANDIDATES) + 1 + len(families))}
+    # the same run with a loss of its own for the mix and one for the sensitivities (as
+    # before): the same bytes, one more base loss
+    calls.update(hidden=0, losses=0)
+    state, cfg, model, hs, batches = fitpack.calibrate_checkpoint(
+        ck, None, str(tmp_path), kw["calib_batches"], kw["calib_tokens"], kw["calib_seq_len"])
+    hs, mix = fitpack.apply_lookup_mix(model, state, hs, batches, SPEC, "auto",
+                                       float_scheme=quant.parse_scheme(FIT_SCHEME))
+    code = accounting.code_bytes((), "raw")
+    code = add_decoder(code, decoder_row(FEATURES, "raw", (), True))
+    data, old = fitpack.compress_hessian(
+        state, cfg, hs, 60_000, code, SPEC, do_fit=True, codec="zlib", bits=(4, 6, 8),
+        sensitivity="family", loss_fn=fitpack.calibration_loss_fn(model, batches[:n_loss]))
+    assert calls["losses"] == 2 and calls["hidden"] == 4 + fitpack.LOOKUP_BATCHES + n_loss * (
+        len(MIX_CANDIDATES) + 2 + len(families))
+    assert (tmp_path / "a.golf").read_bytes() == data
+    assert rep["lookup_mix"] == {**mix, "seconds": rep["lookup_mix"]["seconds"]}
+    assert rep["fit"]["allocation"] == old["fit"]["allocation"]
