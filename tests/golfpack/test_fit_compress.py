@@ -342,3 +342,51 @@ def test_lookup_mix_and_sensitivities_share_one_calibration_loss(tiny, tmp_path,
     assert (tmp_path / "a.golf").read_bytes() == data
     assert rep["lookup_mix"] == {**mix, "seconds": rep["lookup_mix"]["seconds"]}
     assert rep["fit"]["allocation"] == old["fit"]["allocation"]
+
+
+def test_lqer_ladder_takes_one_svd_per_tensor_and_scheme(tiny, monkeypatch):
+    """The filler's rank ladder truncates one SVD of the weighted error per tensor and scheme
+    instead of taking one per rank: the same corrections to the bit (the truncated SVD of the
+    same matrix), so the same options, the same artifact bytes."""
+    from golfpack.hessian import fill, fit
+
+    m, sd, hs, _ = tiny
+    name = "blocks.0.mlp.fc.weight"
+    prep = gptq.prepare_hessian(hs[name])
+    r = gptq.quantize_gptq(sd[name], prep, quant.parse_scheme("int3:gptq-lite"))
+    w_hat = quant.dequantize(r.codes, r.scales)
+    svd = lqer.error_svd(sd[name], w_hat, prep)
+    assert svd.max_rank == min(sd[name].shape)
+    for rank in (1, 2, 5, 17, svd.max_rank, svd.max_rank + 3):
+        a = lqer.fit_lowrank(sd[name], w_hat, prep, rank)
+        b = lqer.fit_lowrank(sd[name], w_hat, prep, rank, svd=svd)
+        assert all(torch.equal(getattr(a, f), getattr(b, f))
+                   for f in ("a_codes", "a_scale", "b_codes", "b_scales"))
+        assert (a.err_before, a.err_after) == (b.err_before, b.err_after)
+    # the filler: a shared-SVD ladder against one that takes a fresh SVD for every rank
+    st = fitpack.prepare_fit(sd, hs, None)
+    enc = fitpack.PlanEncoder(st, CFG, "zlib", None, 0)
+    res = fit.fit_to_budget(st.choices, 70_000, enc, 30_000.0)
+    cache = dict(st.cache)
+    svds = []
+    real_svd = lqer.error_svd
+    monkeypatch.setattr(lqer, "error_svd", lambda *a: svds.append(a) or real_svd(*a))
+
+    class PerRank(fill.LqerLadder):
+        def __call__(self, *a):
+            self.svds.clear()
+            return super().__call__(*a)
+
+    out = {}
+    for kind, ladder in (("shared", fill.LqerLadder(enc)), ("per_rank", PerRank(enc))):
+        st.cache.clear()
+        st.cache.update(cache)
+        svds.clear()
+        f = fill.fill_slack(res, enc, ladder)
+        out[kind] = (f.encoded.blob, ladder.memo, len(svds))
+    fitted = [k for k, o in out["shared"][1].items() if o is not None]
+    assert sum(o.lqer_rank for o in f.picks.values()) > 0
+    assert out["shared"][0] == out["per_rank"][0]
+    assert out["shared"][1] == out["per_rank"][1]
+    assert out["shared"][2] == len({(n, sc) for n, sc, _ in out["shared"][1]}) < len(fitted)
+    assert out["per_rank"][2] == len(out["per_rank"][1])
