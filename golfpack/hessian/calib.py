@@ -99,11 +99,13 @@ class _Accumulator:
             acc = self.H[name] = torch.zeros(x2.shape[1], x2.shape[1], dtype=torch.float64,
                                              device=self.device)
             self.n[name] = 0
-        # CUDA: float64 products (fast enough there); CPU: float32 chunks summed in float64.
+        # CUDA: float64 products (fast enough there); CPU: float32 chunks summed in float64
+        # (never in bf16: the products are outside any autocast the forward runs under).
         work = torch.float64 if x2.device.type == "cuda" else torch.float32
-        for i in range(0, x2.shape[0], _CHUNK_ROWS):
-            c = x2[i:i + _CHUNK_ROWS].to(work)
-            acc += (c.T @ c).to(torch.float64)
+        with torch.autocast(x2.device.type, enabled=False):
+            for i in range(0, x2.shape[0], _CHUNK_ROWS):
+                c = x2[i:i + _CHUNK_ROWS].to(work)
+                acc += (c.T @ c).to(torch.float64)
         self.n[name] += x2.shape[0]
 
     def reset_batch(self) -> None:
@@ -111,10 +113,11 @@ class _Accumulator:
 
 
 def run_batches(model: nn.Module, batches, acc: _Accumulator, forward, autocast=None,
-                progress: bool = False) -> int:
-    """The calibration loop every collector shares: eval mode, no grad, autocast where the
-    device wants it, one `acc.reset_batch()` then `forward(batch)` per batch; the model's
-    training mode is restored even on an error. -> the number of batches (at least one)."""
+                progress: bool = False, grad: bool = False, desc: str = "calibrate") -> int:
+    """The calibration loop every collector shares: eval mode, no grad (`grad`: with grad,
+    for a backward pass), autocast where the device wants it, one `acc.reset_batch()` then
+    `forward(batch)` per batch; the model's training mode is restored even on an error.
+    -> the number of batches (at least one)."""
     from tqdm import tqdm
 
     device = _model_device(model)
@@ -122,8 +125,8 @@ def run_batches(model: nn.Module, batches, acc: _Accumulator, forward, autocast=
     model.eval()
     n_batches = 0
     try:
-        with torch.no_grad(), _autocast(device, autocast):
-            for batch in tqdm(batches, desc="calibrate", unit="batch",
+        with torch.enable_grad() if grad else torch.no_grad(), _autocast(device, autocast):
+            for batch in tqdm(batches, desc=desc, unit="batch",
                               disable=None if progress else True):
                 acc.reset_batch()
                 forward(batch.to(device))
@@ -201,21 +204,19 @@ class LookupCurvature:
 def lookup_curvature(model: nn.Module, batches, autocast: bool | None = None,
                      progress: bool = False) -> LookupCurvature:
     """Σ g gᵀ of the next-token loss gradient at the tied embedding's output, and the head
-    scale c (see LookupCurvature), from one forward + backward per batch. Parameters get
-    no gradients (they are frozen for the pass and restored)."""
+    scale c (see LookupCurvature), from one forward + backward per batch (the calibration
+    loop and accumulator of the Hessians). Parameters get no gradients (they are frozen for
+    the pass and restored)."""
     import time
-
-    from tqdm import tqdm
 
     if not _has_tied_head(model):
         raise GolfError("lookup curvature needs a model with a tied embedding (tok_emb + logits)")
     device = _model_device(model)
     emb = model.tok_emb
     d = emb.embedding_dim
-    G = torch.zeros(d, d, dtype=torch.float64, device=device)
+    acc = _Accumulator(device)
     outs: list[torch.Tensor] = []  # every lookup of this batch (a model may look up twice)
-    num = den = 0.0
-    n = 0
+    sums = {"num": 0.0, "den": 0.0, "n": 0}
 
     def keep(_m, _args, out):
         out.requires_grad_(True)
@@ -230,45 +231,38 @@ def lookup_curvature(model: nn.Module, batches, autocast: bool | None = None,
         seen["h"] = h
         return original(h, *args, **kwargs)
 
+    def forward(b):
+        logits = model(b[:, :-1]).float()  # under the loop's autocast; the rest outside it
+        with torch.autocast(device.type, enabled=False):
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum")
+            loss.backward()
+            acc.add("lookup", torch.cat([o.grad.detach().reshape(-1, d) for o in outs]))
+            with torch.no_grad():
+                p = torch.softmax(logits.detach().double(), dim=-1).reshape(-1, logits.shape[-1])
+                e = seen["h"].detach().double().reshape(-1, d).pow(2).sum(-1)
+                sums["num"] += float(((1.0 - p.pow(2).sum(-1)) * e).sum())
+                sums["den"] += float(e.sum())
+        sums["n"] += b[:, 1:].numel()
+        outs.clear()
+
     grads = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in grads:
         p.requires_grad_(False)
     handle = emb.register_forward_hook(keep)
     model.logits = logits_hook
-    was_training = model.training
-    model.eval()
     t0 = time.perf_counter()
     try:
-        for batch in tqdm(batches, desc="lookup curvature", unit="batch",
-                          disable=None if progress else True):
-            b = batch.to(device)
-            with _autocast(device, autocast):
-                logits = model(b[:, :-1]).float()
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum")
-            loss.backward()
-            g = torch.cat([o.grad.detach().reshape(-1, d) for o in outs])
-            work = torch.float64 if g.device.type == "cuda" else torch.float32
-            for i in range(0, g.shape[0], _CHUNK_ROWS):
-                c = g[i:i + _CHUNK_ROWS].to(work)
-                G += (c.T @ c).to(torch.float64)
-            with torch.no_grad():
-                p = torch.softmax(logits.detach().double(), dim=-1).reshape(-1, logits.shape[-1])
-                e = seen["h"].detach().double().reshape(-1, d).pow(2).sum(-1)
-                num += float(((1.0 - p.pow(2).sum(-1)) * e).sum())
-                den += float(e.sum())
-            n += b[:, 1:].numel()
-            outs.clear()
+        run_batches(model, batches, acc, forward, autocast, progress, grad=True,
+                    desc="lookup curvature")
     finally:
         handle.remove()
         del model.logits
         for p, req in grads:
             p.requires_grad_(req)
-        model.train(was_training)
-    if n == 0:
-        raise GolfError("calibration: no batches")
+    num, den = sums["num"], sums["den"]
     scale = num / den if den > 0 and num > 0 else 1.0
-    return LookupCurvature(G.cpu(), scale, n, time.perf_counter() - t0)
+    return LookupCurvature(acc.H["lookup"].cpu(), scale, sums["n"], time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- tokens

@@ -213,10 +213,12 @@ def fill_slack(result: FitResult, encode: Callable[[dict[str, Option]], Encoded]
 class LqerLadder:
     """(name, option, rank) -> the option with a rank-`rank` LQER correction fitted to the
     codes the encoder stores for it (its entry goes into the setup's cache, so the encode
-    stores exactly what was measured); None where the rank is impossible or gains nothing."""
+    stores exactly what was measured); None where the rank is impossible or gains nothing.
+    The error's SVD is taken once per tensor and scheme and truncated for each rank."""
 
     def __init__(self, encoder):  # a golfpack.hessian.pipeline.PlanEncoder
         self.encoder, self.memo = encoder, {}
+        self.svds: dict = {}  # (name, scheme) -> lqer.ErrorSVD of the codes the encoder stores
 
     def __call__(self, name: str, base: Option, rank: int) -> Option | None:
         key = (name, base.scheme, rank)
@@ -227,7 +229,11 @@ class LqerLadder:
             w_hat = dequantize(codes, torch.from_numpy(entry.parts["scales"].data.copy()))
             opt = None
             if rank <= min(w_hat.shape):
-                lr = lqer.fit_lowrank(st.state_dict[name], w_hat, st.preps[name], rank)
+                w, prep = st.state_dict[name], st.preps[name]
+                svd = self.svds.get((name, base.scheme))
+                if svd is None:
+                    svd = self.svds[(name, base.scheme)] = lqer.error_svd(w, w_hat, prep)
+                lr = lqer.fit_lowrank(w, w_hat, prep, rank, svd=svd)
                 if 0 < lr.err_after < lr.err_before or (lr.err_after == 0 < lr.err_before):
                     nb = lr.nbytes()
                     opt = Option(base.scheme, base.err * lr.err_after / lr.err_before,

@@ -13,6 +13,8 @@ quantized; the fit only keeps a correction whose gain pays for its bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from golfpack.errors import GolfError
@@ -39,19 +41,46 @@ def _damped_cholesky(prep: PreparedHessian) -> torch.Tensor:
     return L
 
 
-def fit_lowrank(w: torch.Tensor, w_hat: torch.Tensor, prep: PreparedHessian, rank: int = 4
-                ) -> LowRank:
-    """Rank-`rank` correction of E = w − ŵ, weighted by the calibration Hessian."""
+@dataclass
+class ErrorSVD:
+    """What every rank of one tensor's correction shares: the SVD of E·L (E = w − ŵ, L the
+    damped Hessian's Cholesky factor) and the Hessian-weighted error before any correction.
+    A rank-r fit truncates it (the best rank-r part of E·L is its first r singular triples),
+    so a ladder of ranks takes one Cholesky and one SVD per tensor and codes, not one per rank."""
+
+    U: torch.Tensor  # float64 [rows, k], k = min(rows, cols)
+    S: torch.Tensor  # float64 [k], descending
+    err_before: float
+
+    @property
+    def max_rank(self) -> int:
+        return int(self.S.shape[0])
+
+
+def error_svd(w: torch.Tensor, w_hat: torch.Tensor, prep: PreparedHessian) -> ErrorSVD:
+    """The SVD of the Hessian-weighted quantization error E·L of `w` stored as `w_hat`."""
+    W = w.detach().to(torch.float64).reshape(w.shape[0], -1)
+    E = W - w_hat.detach().to(torch.float64).reshape(W.shape)
+    L = _damped_cholesky(prep)
+    U, S, _ = torch.linalg.svd(E @ L, full_matrices=False)
+    err_before = float(row_errors(W.float(), w_hat.float().reshape(W.shape), prep.H).sum())
+    return ErrorSVD(U, S, err_before)
+
+
+def fit_lowrank(w: torch.Tensor, w_hat: torch.Tensor, prep: PreparedHessian, rank: int = 4,
+                svd: ErrorSVD | None = None) -> LowRank:
+    """Rank-`rank` correction of E = w − ŵ, weighted by the calibration Hessian. `svd`: the
+    error's SVD (error_svd of the same w, ŵ and Hessian) where several ranks are fitted."""
     if rank < 1:
         raise GolfError(f"LQER rank must be >= 1, got {rank}")
     W = w.detach().to(torch.float64).reshape(w.shape[0], -1)
     E = W - w_hat.detach().to(torch.float64).reshape(W.shape)
     rank = min(rank, *E.shape)
-    L = _damped_cholesky(prep)
-    U, S, Vh = torch.linalg.svd(E @ L, full_matrices=False)
-    A = U[:, :rank] * S[:rank]
+    if svd is None:
+        svd = error_svd(w, w_hat, prep)
+    A = svd.U[:, :rank] * svd.S[:rank]
     w_hat2 = w_hat.float().reshape(W.shape)
-    err_before = float(row_errors(W.float(), w_hat2, prep.H).sum())
+    err_before = svd.err_before
     best = None
     amax = float(A.abs().amax())
     # int2 with one scale is coarse: try a few scales below amax, keep the best measured.

@@ -27,6 +27,12 @@ from golfpack.quant.rows import format_scheme
 
 Log = Callable[[str], None] | None
 LOOKUP_BATCHES = 4  # calibration batches the lookup curvature is measured on
+LOSS_BATCHES = 2  # calibration batches the measured losses (lookup mix, sensitivities) use
+
+
+def loss_batches(batches: list) -> list:
+    """The calibration batches a measured loss runs on (at least one)."""
+    return batches[: max(1, min(LOSS_BATCHES, len(batches)))]
 
 
 class PlanEncoder:
@@ -272,11 +278,14 @@ def parse_lookup_mix(mix) -> float | None:
 
 
 def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix="auto",
-                     autocast: bool | None = None, log: Log = None, float_scheme=None):
+                     autocast: bool | None = None, log: Log = None, float_scheme=None,
+                     loss_fn=None):
     """The tied embedding's H with its lookup role mixed in (golfpack.hessian.lookupmix):
     `mix` a number λ >= 0 (0: the head H alone) or "auto" (λ chosen by calibration loss at
     the spec's scheme for the embedding; `float_scheme` instead where the spec stores it in
-    float, e.g. for a fit, which may still quantize it) -> (hessians, report or None)."""
+    float, e.g. for a fit, which may still quantize it) -> (hessians, report or None).
+    `loss_fn`: the calibration loss to choose by, where the caller measures with it too
+    (one model copy, one base loss); None: built here on `loss_batches(batches)`."""
     from golfpack.hessian import calib, lookupmix
     from golfpack.quant.qmodel import dtype_name
     from golfpack.quant.scheme import resolve
@@ -297,7 +306,8 @@ def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix
     if not auto:
         return lookupmix.mix_hessians(hessians, curv, lam), {"lambda": lam, "chosen": "given",
                                                              "head_scale": curv.head_scale}
-    loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))], autocast)
+    if loss_fn is None:
+        loss_fn = calibration_loss_fn(model, loss_batches(batches), autocast)
     lam, mixed, rep = lookupmix.choose_lookup_mix(w, hessians, curv, scheme, loss_fn)
     rep.update(chosen="auto", scheme=format_scheme(scheme), seconds=round(curv.seconds, 3))
     if log:
@@ -358,12 +368,14 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     from golfpack.hessian.lookupmix import FIT_SCHEME
     from golfpack.quant.rows import parse_scheme
 
-    hs, mix_report = apply_lookup_mix(  # (`fit` is the flag here, not the module)
-        model, state, hs, batches, scheme_spec, lookup_mix, log=log,
-        float_scheme=parse_scheme(FIT_SCHEME) if fit else None)
+    # one calibration loss for the lookup mix and the sensitivities: the same batches, one
+    # copy of the weights, the unquantized model's loss measured once
     loss_fn = None
     if fit and sensitivity != "hessian":
-        loss_fn = calibration_loss_fn(model, batches[: max(1, min(2, len(batches)))])
+        loss_fn = calibration_loss_fn(model, loss_batches(batches))
+    hs, mix_report = apply_lookup_mix(  # (`fit` is the flag here, not the module)
+        model, state, hs, batches, scheme_spec, lookup_mix, log=log,
+        float_scheme=parse_scheme(FIT_SCHEME) if fit else None, loss_fn=loss_fn)
     data, report = compress_hessian(
         state, cfg, hs, budget, code, scheme_spec, do_fit=fit, codec=codec,
         tokenizer=tokenizer, bits=fit_bits, lqer_rank=lqer_rank,

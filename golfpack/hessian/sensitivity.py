@@ -15,19 +15,35 @@ Log = Callable[[str], None] | None
 PROBE_BITS = 5  # sensitivity probes at int5 gptq-lite (the records' operating range)
 
 
-def calibration_loss_fn(model: torch.nn.Module, batches: list[torch.Tensor],
-                        autocast: bool | None = None) -> Callable[[dict], float]:
+class CalibrationLoss:
     """loss(state) -> mean next-token loss of `model` with `state`'s tensors set over its
-    weights, on `batches` (the measured-Δloss probes of sensitivity family|tensor). Slice
-    names `bank[i]` are written into a copy of their bank; the model's logits come by its
-    protocol (calib.model_logits), so banked record models probe the same way."""
-    from golfpack.hessian.calib import _autocast, _model_device, model_logits
-    from golfpack.quant.banks import parse_slice
+    weights, on `batches` (the measured-Δloss probes of sensitivity family|tensor and of the
+    lookup mix). Slice names `bank[i]` are written into a copy of their bank; the model's
+    logits come by its protocol (calib.model_logits), so banked record models probe the
+    same way. The loss of the model as it is (`loss({})`) is measured once and kept, so
+    every user of one instance (the lookup mix, the sensitivities) shares it."""
 
-    device = _model_device(model)
-    ref = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor],
+                 autocast: bool | None = None):
+        from golfpack.hessian.calib import _model_device
 
-    def loss(state: dict) -> float:
+        self.model, self.batches, self.autocast = model, list(batches), autocast
+        self.device = _model_device(model)
+        self.ref = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._base: float | None = None
+
+    def __call__(self, state: dict) -> float:
+        if not state:
+            if self._base is None:
+                self._base = self._measure({})
+            return self._base
+        return self._measure(state)
+
+    def _measure(self, state: dict) -> float:
+        from golfpack.hessian.calib import _autocast, model_logits
+        from golfpack.quant.banks import parse_slice
+
+        model, ref = self.model, self.ref
         new = {}
         for k, v in state.items():
             p = parse_slice(k)
@@ -38,9 +54,9 @@ def calibration_loss_fn(model: torch.nn.Module, batches: list[torch.Tensor],
             bank[p[1]] = v.to(bank.dtype)
         model.load_state_dict({**ref, **new}, strict=True)
         total, n = 0.0, 0
-        with torch.no_grad(), _autocast(device, autocast):
-            for b in batches:
-                b = b.to(device)
+        with torch.no_grad(), _autocast(self.device, self.autocast):
+            for b in self.batches:
+                b = b.to(self.device)
                 logits = model_logits(model, b[:, :-1]).float()
                 total += float(torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1),
@@ -49,7 +65,11 @@ def calibration_loss_fn(model: torch.nn.Module, batches: list[torch.Tensor],
         model.load_state_dict(ref, strict=True)
         return total / n
 
-    return loss
+
+def calibration_loss_fn(model: torch.nn.Module, batches: list[torch.Tensor],
+                        autocast: bool | None = None) -> CalibrationLoss:
+    """The calibration loss of `model` on `batches` (see CalibrationLoss)."""
+    return CalibrationLoss(model, batches, autocast)
 
 
 def _probe_rank(bits: int) -> tuple[bool, int]:

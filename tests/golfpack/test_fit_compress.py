@@ -286,3 +286,107 @@ def test_cli_lookup_mix_option(tiny, tmp_path):
     r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "b.golf"), "--lookup-mix", "1.5"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["lookup_mix"]["lambda"] == 1.5
+
+
+def test_lookup_mix_and_sensitivities_share_one_calibration_loss(tiny, tmp_path, monkeypatch):
+    """--fit --sensitivity family --lookup-mix auto builds the calibration loss once and
+    measures the unquantized model's loss once (it used to do both twice); the artifact is
+    the one the two separate losses gave (they measure the same numbers)."""
+    from golfpack.accounting import add_decoder
+    from golfpack.decoder import FEATURES, decoder_row
+    from golfpack.hessian.lookupmix import FIT_SCHEME, MIX_CANDIDATES
+    from golfpack.quant.scheme import family
+    from trainer.model import GPT
+
+    ck = _checkpoint_and_train_shard(tiny, tmp_path)
+    calls = {"hidden": 0, "losses": 0}
+    hidden, loss_fn = GPT.hidden, fitpack.calibration_loss_fn
+
+    def counted_hidden(self, *a, **k):
+        calls["hidden"] += 1
+        return hidden(self, *a, **k)
+
+    def counted_loss(*a, **k):
+        calls["losses"] += 1
+        return loss_fn(*a, **k)
+
+    monkeypatch.setattr(GPT, "hidden", counted_hidden)
+    monkeypatch.setattr(fitpack, "calibration_loss_fn", counted_loss)
+    kw = dict(calib_batches=4, calib_tokens=128, calib_seq_len=32)
+    rep = fitpack.compress_with_hessians(
+        ck, tmp_path / "a.golf", scheme_spec=SPEC, codec="zlib", tokenizer=None,
+        config_path=None, code_files=(), code_mode="raw", budget=60_000, allow_over=False,
+        force=False, progress=False, fit=True, calib=str(tmp_path), fit_bits=(4, 6, 8),
+        sensitivity="family", lookup_mix="auto", **kw)
+    assert rep["lookup_mix"]["chosen"] == "auto"
+    families = {family(r["name"]) for r in rep["fit"]["allocation"]}
+    n_loss = fitpack.LOSS_BATCHES
+    # 4 batches for H, 4 for the lookup curvature, then on the loss batches: one per λ
+    # candidate, the base loss once, one per family probe
+    assert calls == {"losses": 1, "hidden": 4 + fitpack.LOOKUP_BATCHES
+                     + n_loss * (len(MIX_CANDIDATES) + 1 + len(families))}
+    # the same run with a loss of its own for the mix and one for the sensitivities (as
+    # before): the same bytes, one more base loss
+    calls.update(hidden=0, losses=0)
+    state, cfg, model, hs, batches = fitpack.calibrate_checkpoint(
+        ck, None, str(tmp_path), kw["calib_batches"], kw["calib_tokens"], kw["calib_seq_len"])
+    hs, mix = fitpack.apply_lookup_mix(model, state, hs, batches, SPEC, "auto",
+                                       float_scheme=quant.parse_scheme(FIT_SCHEME))
+    code = accounting.code_bytes((), "raw")
+    code = add_decoder(code, decoder_row(FEATURES, "raw", (), True))
+    data, old = fitpack.compress_hessian(
+        state, cfg, hs, 60_000, code, SPEC, do_fit=True, codec="zlib", bits=(4, 6, 8),
+        sensitivity="family", loss_fn=fitpack.calibration_loss_fn(model, batches[:n_loss]))
+    assert calls["losses"] == 2 and calls["hidden"] == 4 + fitpack.LOOKUP_BATCHES + n_loss * (
+        len(MIX_CANDIDATES) + 2 + len(families))
+    assert (tmp_path / "a.golf").read_bytes() == data
+    assert rep["lookup_mix"] == {**mix, "seconds": rep["lookup_mix"]["seconds"]}
+    assert rep["fit"]["allocation"] == old["fit"]["allocation"]
+
+
+def test_lqer_ladder_takes_one_svd_per_tensor_and_scheme(tiny, monkeypatch):
+    """The filler's rank ladder truncates one SVD of the weighted error per tensor and scheme
+    instead of taking one per rank: the same corrections to the bit (the truncated SVD of the
+    same matrix), so the same options, the same artifact bytes."""
+    from golfpack.hessian import fill, fit
+
+    m, sd, hs, _ = tiny
+    name = "blocks.0.mlp.fc.weight"
+    prep = gptq.prepare_hessian(hs[name])
+    r = gptq.quantize_gptq(sd[name], prep, quant.parse_scheme("int3:gptq-lite"))
+    w_hat = quant.dequantize(r.codes, r.scales)
+    svd = lqer.error_svd(sd[name], w_hat, prep)
+    assert svd.max_rank == min(sd[name].shape)
+    for rank in (1, 2, 5, 17, svd.max_rank, svd.max_rank + 3):
+        a = lqer.fit_lowrank(sd[name], w_hat, prep, rank)
+        b = lqer.fit_lowrank(sd[name], w_hat, prep, rank, svd=svd)
+        assert all(torch.equal(getattr(a, f), getattr(b, f))
+                   for f in ("a_codes", "a_scale", "b_codes", "b_scales"))
+        assert (a.err_before, a.err_after) == (b.err_before, b.err_after)
+    # the filler: a shared-SVD ladder against one that takes a fresh SVD for every rank
+    st = fitpack.prepare_fit(sd, hs, None)
+    enc = fitpack.PlanEncoder(st, CFG, "zlib", None, 0)
+    res = fit.fit_to_budget(st.choices, 70_000, enc, 30_000.0)
+    cache = dict(st.cache)
+    svds = []
+    real_svd = lqer.error_svd
+    monkeypatch.setattr(lqer, "error_svd", lambda *a: svds.append(a) or real_svd(*a))
+
+    class PerRank(fill.LqerLadder):
+        def __call__(self, *a):
+            self.svds.clear()
+            return super().__call__(*a)
+
+    out = {}
+    for kind, ladder in (("shared", fill.LqerLadder(enc)), ("per_rank", PerRank(enc))):
+        st.cache.clear()
+        st.cache.update(cache)
+        svds.clear()
+        f = fill.fill_slack(res, enc, ladder)
+        out[kind] = (f.encoded.blob, ladder.memo, len(svds))
+    fitted = [k for k, o in out["shared"][1].items() if o is not None]
+    assert sum(o.lqer_rank for o in f.picks.values()) > 0
+    assert out["shared"][0] == out["per_rank"][0]
+    assert out["shared"][1] == out["per_rank"][1]
+    assert out["shared"][2] == len({(n, sc) for n, sc, _ in out["shared"][1]}) < len(fitted)
+    assert out["per_rank"][2] == len(out["per_rank"][1])

@@ -180,6 +180,97 @@ def test_lookup_curvature_equals_brute_force():
                                atol=1e-9)
 
 
+def _lookup_curvature_reference(model, batches, autocast):
+    """The loop lookup_curvature ran before it shared calib.run_batches/_Accumulator (the
+    same operations in the same order, so the results must agree to the bit)."""
+    emb, d = model.tok_emb, model.tok_emb.embedding_dim
+    G = torch.zeros(d, d, dtype=torch.float64)
+    outs, seen, num, den, n = [], {}, 0.0, 0.0, 0
+
+    def keep(_m, _args, out):
+        out.requires_grad_(True)
+        out.retain_grad()
+        outs.append(out)
+        return out
+
+    original = model.logits
+
+    def logits_hook(h):
+        seen["h"] = h
+        return original(h)
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    handle = emb.register_forward_hook(keep)
+    model.logits = logits_hook
+    model.eval()
+    try:
+        for b in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(b[:, :-1]).float()
+            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                              b[:, 1:].reshape(-1), reduction="sum").backward()
+            g = torch.cat([o.grad.detach().reshape(-1, d) for o in outs])
+            for i in range(0, g.shape[0], 4096):
+                c = g[i:i + 4096].to(torch.float32)
+                G += (c.T @ c).to(torch.float64)
+            with torch.no_grad():
+                p = torch.softmax(logits.detach().double(), -1).reshape(-1, logits.shape[-1])
+                e = seen["h"].detach().double().reshape(-1, d).pow(2).sum(-1)
+                num += float(((1.0 - p.pow(2).sum(-1)) * e).sum())
+                den += float(e.sum())
+            n += b[:, 1:].numel()
+            outs.clear()
+    finally:
+        handle.remove()
+        del model.logits
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.train()
+    return G, num / den, n
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_lookup_curvature_is_the_calibration_loop_bit_for_bit(autocast):
+    """lookup_curvature runs through calib.run_batches and _Accumulator: the same G, head
+    scale and token count as its own loop gave, to the bit (bf16 autocast on CPU too: the
+    float64 sums stay outside it)."""
+    model = _tiny(5)
+    batches = [torch.randint(0, 64, (3, 21), generator=torch.Generator().manual_seed(20 + i))
+               for i in range(3)]
+    G, scale, n = _lookup_curvature_reference(model, batches, autocast)
+    lc = calib.lookup_curvature(model, batches, autocast=autocast)
+    assert torch.equal(lc.G, G) and lc.head_scale == scale and lc.n_tokens == n == 3 * 3 * 20
+    assert model.training and all(p.requires_grad and p.grad is None
+                                  for p in model.parameters())
+    with pytest.raises(GolfError, match="no batches"):
+        calib.lookup_curvature(model, [])
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert "logits" not in vars(model) and not model.tok_emb._forward_hooks
+
+
+def test_hessians_under_cpu_autocast_are_summed_outside_it():
+    """bf16 autocast on CPU runs the model in bf16, never the float64 sums' products: H is
+    Σ xᵀx of the inputs the layers saw, in float32 chunks summed in float64."""
+    model = _tiny(6)
+    batches = [torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(i))
+               for i in range(2)]
+    hs = calib.collect_hessians(model, batches, autocast=True)
+    seen = []
+    fc = model.blocks[1].mlp.fc
+    h = fc.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach()))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for b in batches:
+            model(b)
+    h.remove()
+    d = seen[0].shape[-1]
+    want = torch.zeros(d, d, dtype=torch.float64)
+    for s in seen:
+        c = s.reshape(-1, s.shape[-1]).float()
+        want += (c.T @ c).double()
+    assert torch.equal(hs["blocks.1.mlp.fc.weight"], want)
+
+
 def test_lookup_mix_never_raises_calibration_loss():
     from golfpack.hessian import gptq, lookupmix
     from golfpack.hessian import pipeline as fitpack
