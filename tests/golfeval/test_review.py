@@ -71,6 +71,15 @@ def test_self_extracting_script_is_unwrapped_without_running_it(tmp_path):
     assert unwrap(SCRIPT) is None
 
 
+def test_a_wrapper_past_the_readers_bounds_is_counted_as_shipped_with_a_problem(tmp_path):
+    script = b"import lzma\nexec(lzma.decompress(b''))\n" + b"#" * 16_000_000
+    (tmp_path / "train_gpt.py").write_bytes(script)
+    c = count_code(tmp_path, compressed=False)
+    assert c.raw_bytes == len(script) and c.wrapper is None
+    assert c.problems == ["train_gpt.py: a self-extracting source of 16,000,039 bytes is over "
+                          "the 16,000,000 a reader looks into"]
+
+
 def test_matching_logs_and_an_explained_edit_are_not_flagged(tmp_path):
     raw = len(SCRIPT) + 18
     rec = _folder(tmp_path, [_log(raw, seed=1), _log(raw - 5, seed=2), _log(raw, seed=3)])
