@@ -252,3 +252,23 @@ def test_a_log_that_counted_the_unpacked_payload_is_explained(tmp_path):
     rv = review_record(rec)
     assert all("unpacked payload" in r["code_note"] for r in rv.rows)
     assert not [f for f in rv.flags if f["code"].startswith("code")]
+
+
+def test_review_claim_option_and_the_advice_for_a_folder_without_a_claim(tmp_path):
+    raw = len(SCRIPT) + 18
+    (tmp_path / "r").mkdir()
+    rec = _folder(tmp_path / "r", [_log(raw, seed=s) for s in (1, 2, 3)], claim=None)
+    runner = CliRunner()
+    out = runner.invoke(main, ["review", str(rec)])
+    assert out.exit_code == 1
+    assert "no_claim: no claimed val_bpb (no submission.json val_bpb); add val_bpb to " \
+           "submission.json or pass --claim" in out.output
+    assert "`claim`" not in out.output
+    ok = runner.invoke(main, ["review", str(rec), "--claim", "1.2243657", "--json"])
+    doc = json.loads(ok.stdout)
+    assert doc["verify"]["claim"] == 1.2243657 and doc["verify"]["claim_field"] == "--claim"
+    assert doc["verify"]["classification"] == "mean", doc["verify"]
+    (tmp_path / "other").mkdir()
+    shutil.copytree(rec, tmp_path / "other" / "r2")
+    two = runner.invoke(main, ["review", str(tmp_path), "--claim", "1.2"])
+    assert two.exit_code == 2 and "--claim" in two.output and "single" in two.output
