@@ -8,24 +8,32 @@ class GolfError(Exception):
     The message speaks library terms: a parameter is named by its Python keyword in
     backticks ("`max_tokens` must be at least 2", "pass `force=True` to overwrite it"),
     never by a CLI flag, and `param` lists the keywords it names. A CLI writes those as
-    its own flags (golfpack.cli.kit), so the command line reads --max-tokens / --force."""
+    its own flags (golfpack.cli.kit), so the command line reads --max-tokens / --force.
+    `fallback` is the message for a command that has no option for one of them (advice
+    such a user can follow instead)."""
 
     exit_code = 2
 
-    def __init__(self, *args, param: str | tuple[str, ...] | list[str] | None = None):
+    def __init__(self, *args, param: str | tuple[str, ...] | list[str] | None = None,
+                 fallback: str | None = None):
         super().__init__(*args)
         self.params = _param_names(param)
+        self.fallback = fallback
 
 
 class Note(str):
     """A warning line for the user that names parameters (`params`) of the library call, as
-    GolfError messages do; the CLIs print it with their flags in their place."""
+    GolfError messages do; the CLIs print it with their flags in their place, or print
+    `fallback` where the command has no option for one of them."""
 
     params: tuple[str, ...]
+    fallback: str | None
 
-    def __new__(cls, text: str, param: str | tuple[str, ...] | list[str] | None = None):
+    def __new__(cls, text: str, param: str | tuple[str, ...] | list[str] | None = None,
+                fallback: str | None = None):
         note = super().__new__(cls, text)
         note.params = _param_names(param)
+        note.fallback = fallback
         return note
 
 

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from golfpack.cli.kit import cli_text, emit_json
+from golfpack.cli.kit import FINITE_FLOAT, cli_text, emit_json
 from golfpack.errors import CheckFailed, GolfError
 
 
@@ -80,6 +80,8 @@ def print_review(rv) -> None:
 @click.option("--sota", multiple=True, help="state of the art to test against: record folder, "
               "log file or comma-separated val_bpb values (repeat to pool)")
 @click.option("--sota-bpb", type=float, default=None, help="fixed SOTA val_bpb")
+@click.option("--claim", type=FINITE_FLOAT, default=None,
+              help="claimed val_bpb to check (default: submission.json)")
 @click.option("--code", "code_files", multiple=True,
               type=click.Path(exists=True, dir_okay=False),
               help="recount these files instead of the folder's train_gpt.py (the first is the "
@@ -90,14 +92,15 @@ def print_review(rv) -> None:
               help="PNG of the runs against the SOTA (needs --sota or --sota-bpb)")
 @click.option("--force", is_flag=True, help="overwrite an existing --plot file")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def review(record_dir, sota, sota_bpb, code_files, rule, plot_path, force, as_json):
+def review(record_dir, sota, sota_bpb, claim, code_files, rule, plot_path, force, as_json):
     """Review a record folder the way maintainers do, in one report.
 
-    verify (claim vs runs, 16,000,000 bytes, 600 s training), significance against --sota /
-    --sota-bpb, code bytes recounted from the folder (raw, self-extracting payload, minified
-    + compressed) against each log's Code size lines and its total, total = model bytes +
-    recounted code, evaluation time per run (<= 600 s), calibration after the training clock,
-    tokenizer, val tokens and byte sidecars. Ends with a verdict line to paste into the PR.
+    verify (the claim, submission.json's or --claim, vs runs, 16,000,000 bytes, 600 s
+    training), significance against --sota / --sota-bpb, code bytes recounted from the
+    folder (raw, self-extracting payload, minified + compressed) against each log's Code
+    size lines and its total, total = model bytes + recounted code, evaluation time per run
+    (<= 600 s), calibration after the training clock, tokenizer, val tokens and byte
+    sidecars. Ends with a verdict line to paste into the PR.
     A folder holding several record folders prints one verdict line per folder.
 
     Exit 0 when the record passes, 1 when a check fails (unsupported claim, a limit broken,
@@ -112,9 +115,9 @@ def review(record_dir, sota, sota_bpb, code_files, rule, plot_path, force, as_js
         raise GolfError(f"{record_dir}: no submission.json or training logs found")
     single = len(folders) == 1 and os.path.realpath(folders[0]) == os.path.realpath(record_dir)
     if not single:
-        if sota or sota_bpb is not None or code_files or plot_path:
+        if sota or sota_bpb is not None or claim is not None or code_files or plot_path:
             raise GolfError(f"{record_dir} holds {len(folders)} record folders: --sota, "
-                            "--sota-bpb, --code and --plot need a single one")
+                            "--sota-bpb, --claim, --code and --plot need a single one")
         _review_tree(folders, as_json)
         return
     if plot_path and not (sota or sota_bpb is not None):
@@ -122,7 +125,7 @@ def review(record_dir, sota, sota_bpb, code_files, rule, plot_path, force, as_js
     if plot_path and os.path.exists(plot_path) and not force:
         raise GolfError(f"{plot_path} exists; pass --force to overwrite it")
     rv = review_record(record_dir, sota=sota, sota_bpb=sota_bpb, code_files=code_files or None,
-                       rule=rule)
+                       rule=rule, claim=claim)
     if plot_path and rv.significance:
         from golfeval.cli.logs import _plot
         from golfeval.records.significance import load_sample
@@ -138,7 +141,7 @@ def review(record_dir, sota, sota_bpb, code_files, rule, plot_path, force, as_js
     else:
         print_review(rv)
     if not rv.ok:
-        raise CheckFailed(rv.verdict, param=rv.verdict.params)
+        raise CheckFailed(rv.verdict, param=rv.verdict.params, fallback=rv.verdict.fallback)
 
 
 def _review_tree(folders, as_json: bool) -> None:

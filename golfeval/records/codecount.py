@@ -4,30 +4,25 @@ A record ships `train_gpt.py` plus any `.py` file of its own folder that the scr
 execs. We count: the raw bytes of those files (what `len(code.encode())` of the shipped files
 gives), the payload when the script is a self-extracting wrapper (`exec(<codec>.decompress(
 <base>.b85decode(b"...")))`, or `bytes("...", "l1")` of a latin-1 literal: the shipped size
-is the wrapper; the payload is decoded from the literal, never executed), and two compressed
-sizes of the code: golfpack's own minified self-extracting wrapper, and the recipe the April
-records log as `Code size (compressed)` (python-minifier without local renaming or literal
-hoisting, lzma at its default preset, base85, a two-line wrapper). Reading a script never
-runs it.
+is the wrapper; the payload is decoded from the literal by golfpack.wrapped, never executed),
+and two compressed sizes of the code: golfpack's own minified self-extracting wrapper, and
+the recipe the April records log as `Code size (compressed)` (python-minifier without local
+renaming or literal hoisting, lzma at its default preset, base85, a two-line wrapper).
+Reading a script never runs it.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
-import bz2
-import gzip
 import lzma
 import os
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from golfpack.wrapped import WrapperError, unwrap
+
 SCRIPT_NAMES = ("train_gpt.py",)
-_DECODERS = {"b85decode": base64.b85decode, "b64decode": base64.b64decode,
-             "a85decode": base64.a85decode, "b32decode": base64.b32decode}
-_CODECS = {"lzma": lzma.decompress, "zlib": zlib.decompress, "bz2": bz2.decompress,
-           "gzip": gzip.decompress}
 _LOG_RECIPE_WRAPPER = (b'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("', b'")))\n')
 
 
@@ -114,75 +109,6 @@ def local_dependencies(source: bytes, folder: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def _alias_map(tree: ast.AST) -> dict[str, str]:
-    aliases = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                aliases[a.asname or a.name] = a.name
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            for a in node.names:
-                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
-    return aliases
-
-
-def _func_name(func: ast.AST, aliases: dict[str, str]) -> str:
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-        return f"{aliases.get(func.value.id, func.value.id)}.{func.attr}"
-    if isinstance(func, ast.Name):
-        return aliases.get(func.id, func.id)
-    return ""
-
-
-def unwrap(source: bytes) -> tuple[bytes, str] | None:
-    """(payload, codec) of a self-extracting script `exec(codec.decompress(decode(literal)))`,
-    or None. Only the literal is decoded; nothing is executed."""
-    if len(source) > 4_000_000 or b"exec" not in source:
-        return None
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    aliases = _alias_map(tree)
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and _func_name(node.func, aliases) == "exec"
-                and node.args and isinstance(node.args[0], ast.Call)):
-            continue
-        outer = node.args[0]
-        codec_name = _func_name(outer.func, aliases)
-        codec = codec_name.rsplit(".", 1)[0] if codec_name.endswith(".decompress") else None
-        if not outer.args or not isinstance(outer.args[0], ast.Call):
-            continue
-        inner = outer.args[0]
-        dec = _func_name(inner.func, aliases).rsplit(".", 1)[-1]
-        if not inner.args or not isinstance(inner.args[0], ast.Constant):
-            continue
-        lit = inner.args[0].value
-        if dec == "bytes":  # bytes("...", "l1"): a latin-1 literal, one byte per character
-            enc = inner.args[1].value if len(inner.args) == 2 and \
-                isinstance(inner.args[1], ast.Constant) else None
-            if not isinstance(lit, str) or enc not in ("l1", "latin1", "latin-1", "iso-8859-1"):
-                continue
-        elif dec not in _DECODERS:
-            continue
-        else:
-            lit = lit.encode("ascii", "replace") if isinstance(lit, str) else lit
-        try:
-            packed = lit.encode("latin-1") if dec == "bytes" else _DECODERS[dec](lit)
-            if codec == "brotli":
-                import brotli
-
-                payload = brotli.decompress(packed)
-            elif codec in _CODECS:
-                payload = _CODECS[codec](packed)
-            else:
-                continue
-        except Exception:  # a literal that does not decode is simply not a wrapper we know
-            continue
-        return payload, f"{codec}+{dec.removesuffix('decode')}"
-    return None
-
-
 def log_recipe_bytes(source: bytes) -> int | None:
     """Size of the wrapper the April records log as `Code size (compressed)`."""
     try:
@@ -234,7 +160,11 @@ def count_code(folder=None, files=None, compressed: bool = True) -> CodeCount:
         count.files.append(CodeFile(_rel(p, base), len(data), role, _newline_bytes(data)))
         sources.append(data)
         if role == "script" and len(count.files) == 1:
-            unwrapped = unwrap(data)
+            try:
+                unwrapped = unwrap(data)
+            except WrapperError as exc:  # counted as shipped; the payload is not read
+                count.problems.append(f"{_rel(p, base)}: {exc}")
+                unwrapped = None
             if unwrapped is not None:
                 payload, codec = unwrapped
                 count.wrapper = {"codec": codec, "payload_bytes": len(payload)}

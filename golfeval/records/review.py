@@ -90,10 +90,12 @@ class Review:
             parts.append(f"max eval {max(evals):.0f} s")
         parts.append(f"{len(self.errors)} error(s), {warn} warning(s)")
         first = self.errors[0]["message"] if self.errors else None
-        if first is not None:
-            parts.append(f"first: {first}")
-        # the first error may name parameters (a Note): the line keeps them for the CLI
-        return Note("; ".join(parts), param=getattr(first, "params", ()))
+        line = "; ".join(parts + ([f"first: {first}"] if first is not None else []))
+        # the first error may name parameters (a Note): the line keeps them (and the advice
+        # for a command without them) for the CLI
+        other = getattr(first, "fallback", None)
+        return Note(line, param=getattr(first, "params", ()),
+                    fallback=None if other is None else "; ".join(parts + [f"first: {other}"]))
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "ok": self.ok, "verify": self.verification.to_dict(),
@@ -210,10 +212,11 @@ def _data_flags(done_runs, flags: list) -> None:
 
 def review_record(folder, sota=None, sota_bpb: float | None = None, code_files=None,
                   rule: str = "readme", compressed: bool = True,
-                  rec: RecordFolder | None = None) -> Review:
-    """Everything `golfeval review` reports for one record folder."""
+                  rec: RecordFolder | None = None, claim: float | None = None) -> Review:
+    """Everything `golfeval review` reports for one record folder (`claim`: the val_bpb to
+    check instead of submission.json's)."""
     rec = rec if rec is not None else read_folder(folder)
-    v = verify_record(rec)
+    v = verify_record(rec, claim=claim)
     code = count_code(folder=rec.path, files=code_files, compressed=compressed)
     out = Review(v, code)
     record_track = rec.track != "non-record"

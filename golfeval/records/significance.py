@@ -195,10 +195,12 @@ def compare(new: Sample, old: Sample | None = None, sota_bpb: float | None = Non
     margin_bpb = (margin_nats * bpb_per_nat if bpb_per_nat is not None else
                   (0.0 if margin_nats == 0 else None))
     if margin_bpb is None and margin_nats > 0:
-        warnings.append(Note("cannot convert the margin to bpb (no val_loss): pass "
-                             "`bpb_per_nat` (on the challenge's val split: 0.592 sp1024, "
-                             "0.434 sp4096, 0.388 sp8192), or use `rule=frontier` (no margin)",
-                             param=("bpb_per_nat", "rule")))
+        what = "cannot convert the margin to bpb (no val_loss)"
+        warnings.append(Note(f"{what}: pass `bpb_per_nat` (on the challenge's val split: "
+                             "0.592 sp1024, 0.434 sp4096, 0.388 sp8192), or use "
+                             "`rule=frontier` (no margin)", param=("bpb_per_nat", "rule"),
+                             fallback=f"{what}: use `rule=frontier` (no margin), or give "
+                             "the runs' logs their val_loss lines"))
     if old is not None:
         if new.tokenizers and old.tokenizers and new.tokenizers != old.tokenizers:
             warnings.append("different tokenizers (" + ", ".join(sorted(new.tokenizers)) +

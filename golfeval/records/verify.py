@@ -211,8 +211,10 @@ def _flags(rec: RecordFolder, claim, match: Match, primary, done) -> list[dict]:
     in_support = {id(r) for r in support}
     record_track = rec.track != "non-record"
     if claim is None:
-        flags.append(_flag("no_claim", "error", Note("no claimed val_bpb (no "
-                           "submission.json val_bpb); pass `claim`", param="claim")))
+        what = "no claimed val_bpb (no submission.json val_bpb)"
+        flags.append(_flag("no_claim", "error", Note(
+            f"{what}; add val_bpb to submission.json or pass `claim`", param="claim",
+            fallback=f"{what}; add val_bpb to submission.json")))
     elif match.classification == "unsupported":
         best = min((r.log.val_bpb for r in done), default=None)
         m, _ = mean_std(r.log.val_bpb for r in done)

@@ -58,7 +58,8 @@ class LazyGroup(click.Group):
             if os.environ.get("GOLF_DEBUG"):
                 raise
             commands = [ctx.command, *ctx.meta.get(_INVOKED, [])]
-            text = with_flags(str(exc), exc.params, flag_table(commands))
+            text = with_flags(str(exc), exc.params, flag_table(commands),
+                              fallback=getattr(exc, "fallback", None))
             click.echo(f"error: {text}", err=True)
             sys.exit(exc.exit_code)
 
@@ -110,11 +111,14 @@ def _flag_of(opt: click.Option) -> Flag:
     return Flag(plain, true=plain) if opt.flag_value else Flag(plain, false=plain)
 
 
-def with_flags(text: str, params, table: dict[str, Flag]) -> str:
+def with_flags(text: str, params, table: dict[str, Flag], fallback: str | None = None) -> str:
     """`text` (a library message naming `params` in backticks) with each one written as its
     flag: `max_tokens` -> --max-tokens, `force=True` -> --force, `decoder=False` ->
-    --no-decoder, `sensitivity=tensor` -> --sensitivity tensor. A parameter the command
-    has no option for keeps its library spelling."""
+    --no-decoder, `sensitivity=tensor` -> --sensitivity tensor. Where the command has no
+    option for one of them, the message's `fallback` (advice without that parameter) is
+    written instead; without one, such a parameter keeps its library spelling."""
+    if fallback is not None and any(name not in table for name in params):
+        text = fallback
     for name in params:
         flag = table.get(name)
         if flag is None:
@@ -143,7 +147,8 @@ def cli_text(text: str) -> str:
     while c is not None:
         commands.insert(0, c.command)
         c = c.parent
-    return with_flags(str(text), params, flag_table(commands))
+    return with_flags(str(text), params, flag_table(commands),
+                      fallback=getattr(text, "fallback", None))
 
 
 def emit_json(obj, non_finite: str = "error") -> None:

@@ -160,61 +160,15 @@ def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
 
 def decoder_features(source: bytes) -> set[str] | None:
     """The features of the golf decoder a code file carries (its own source, or inside a
-    self-extracting wrapper, unpacked without running anything), else None."""
-    text = _unwrap(source)
+    self-extracting wrapper, unpacked without running anything: golfpack.wrapped), else
+    None. A wrapper past the reader's bounds is a WrapperError."""
+    from golfpack.wrapped import unwrapped_text
+
+    text = unwrapped_text(source)
     if not all(re.search(p, text) for p in (r"def load\(", r"class GolfDecodeError\b")):
         return None
     m = re.search(r"""FEATURES\s*=\s*\\?['"]([a-z ]*)\\?['"]""", text)  # maybe in a repr
     return set(m.group(1).split()) if m else None
-
-
-_B85 = re.compile(r'(lzma|brotli)\.decompress\(base64\.b85decode\(b"([^"]*)"\)\)')
-
-
-def _payloads(source: bytes):
-    """(codec, packed bytes) of each self-extracting wrapper in `source`: base85 literals,
-    and latin-1 literals `codec.decompress(bytes("...", "l1"))` (read with ast)."""
-    import ast
-    import base64
-
-    for m in _B85.finditer(source.decode("latin-1")):
-        yield m.group(1), lambda m=m: base64.b85decode(m.group(2))
-    if b"'l1'" not in source:
-        return
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return
-    for n in ast.walk(tree):
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and \
-                n.func.attr == "decompress" and isinstance(n.func.value, ast.Name) and \
-                n.func.value.id in ("lzma", "brotli") and len(n.args) == 1:
-            b = n.args[0]
-            if isinstance(b, ast.Call) and isinstance(b.func, ast.Name) and \
-                    b.func.id == "bytes" and len(b.args) == 2 and \
-                    all(isinstance(x, ast.Constant) and type(x.value) is str for x in b.args) \
-                    and b.args[1].value == "l1":
-                yield n.func.value.id, lambda b=b: b.args[0].value.encode("latin-1")
-
-
-def _unwrap(source: bytes) -> str:
-    """The source with the payloads of the self-extracting wrappers in it appended, never
-    running anything."""
-    import lzma
-
-    text = source.decode("latin-1")  # one character per byte
-    for codec, packed in _payloads(source):
-        try:
-            if codec == "lzma":
-                inner = lzma.decompress(packed())
-            else:
-                import brotli
-
-                inner = brotli.decompress(packed())
-        except Exception:  # noqa: BLE001  (not a payload of ours: keep looking)
-            continue
-        text += "\n" + _unwrap(inner)
-    return text
 
 
 DECODER_ROW = "(golf decoder)"

@@ -71,6 +71,15 @@ def test_self_extracting_script_is_unwrapped_without_running_it(tmp_path):
     assert unwrap(SCRIPT) is None
 
 
+def test_a_wrapper_past_the_readers_bounds_is_counted_as_shipped_with_a_problem(tmp_path):
+    script = b"import lzma\nexec(lzma.decompress(b''))\n" + b"#" * 16_000_000
+    (tmp_path / "train_gpt.py").write_bytes(script)
+    c = count_code(tmp_path, compressed=False)
+    assert c.raw_bytes == len(script) and c.wrapper is None
+    assert c.problems == ["train_gpt.py: a self-extracting source of 16,000,039 bytes is over "
+                          "the 16,000,000 a reader looks into"]
+
+
 def test_matching_logs_and_an_explained_edit_are_not_flagged(tmp_path):
     raw = len(SCRIPT) + 18
     rec = _folder(tmp_path, [_log(raw, seed=1), _log(raw - 5, seed=2), _log(raw, seed=3)])
@@ -243,3 +252,23 @@ def test_a_log_that_counted_the_unpacked_payload_is_explained(tmp_path):
     rv = review_record(rec)
     assert all("unpacked payload" in r["code_note"] for r in rv.rows)
     assert not [f for f in rv.flags if f["code"].startswith("code")]
+
+
+def test_review_claim_option_and_the_advice_for_a_folder_without_a_claim(tmp_path):
+    raw = len(SCRIPT) + 18
+    (tmp_path / "r").mkdir()
+    rec = _folder(tmp_path / "r", [_log(raw, seed=s) for s in (1, 2, 3)], claim=None)
+    runner = CliRunner()
+    out = runner.invoke(main, ["review", str(rec)])
+    assert out.exit_code == 1
+    assert "no_claim: no claimed val_bpb (no submission.json val_bpb); add val_bpb to " \
+           "submission.json or pass --claim" in out.output
+    assert "`claim`" not in out.output
+    ok = runner.invoke(main, ["review", str(rec), "--claim", "1.2243657", "--json"])
+    doc = json.loads(ok.stdout)
+    assert doc["verify"]["claim"] == 1.2243657 and doc["verify"]["claim_field"] == "--claim"
+    assert doc["verify"]["classification"] == "mean", doc["verify"]
+    (tmp_path / "other").mkdir()
+    shutil.copytree(rec, tmp_path / "other" / "r2")
+    two = runner.invoke(main, ["review", str(tmp_path), "--claim", "1.2"])
+    assert two.exit_code == 2 and "--claim" in two.output and "single" in two.output

@@ -112,3 +112,40 @@ def test_golfeval_data_build_names_force(tmp_path, tiny_tokenizer, pydoc_corpus)
                                   "--docs", str(pydoc_corpus), "--out", str(out)])
     assert r.exit_code == 2, r.output
     assert r.output.strip() == f"error: {out} is not empty; pass --force to write into it"
+
+
+def test_a_command_without_the_option_gets_the_messages_fallback():
+    table = flag_table([_cmd])
+    note = Note("no claim; add it to submission.json or pass `claim`", param="claim",
+                fallback="no claim; add it to submission.json")
+    assert with_flags(note, note.params, table, fallback=note.fallback) == \
+        "no claim; add it to submission.json"
+    assert with_flags(note, note.params, flag_table([_with_claim]), fallback=note.fallback) == \
+        "no claim; add it to submission.json or pass --claim"
+    # the fallback's own parameters are still written as flags
+    two = Note("pass `bpb_per_nat` or `force=True`", param=("bpb_per_nat", "force"),
+               fallback="use `force=True`")
+    assert with_flags(two, two.params, table, fallback=two.fallback) == "use --force"
+    assert Note("x", fallback="y").fallback == "y" and GolfError("z").fallback is None
+
+
+@click.command()
+@click.option("--claim", type=float)
+def _with_claim(**kw):
+    raise GolfError("no claim; pass `claim`", param="claim", fallback="no claim")
+
+
+@click.command()
+def _without_claim(**kw):
+    raise GolfError("no claim; pass `claim`", param="claim", fallback="no claim at all")
+
+
+def test_the_group_prints_the_fallback_of_an_error_the_command_cannot_act_on():
+    @click.group(cls=LazyGroup)
+    def main():
+        pass
+
+    main.add_command(_with_claim, "with")
+    main.add_command(_without_claim, "without")
+    assert CliRunner().invoke(main, ["with"]).output == "error: no claim; pass --claim\n"
+    assert CliRunner().invoke(main, ["without"]).output == "error: no claim at all\n"
