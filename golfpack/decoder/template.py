@@ -258,7 +258,8 @@ def load(path, max_params=MAX_PARAMS):
     """-> (state_dict, config) of the artifact at path, exactly as `golfpack unpack` (each
     tensor in the dtype it had when compressed)."""
     try:
-        return parse(open(path, "rb").read(), max_params)  # (closed as soon as read)
+        with open(path, "rb") as f:
+            return parse(f.read(), max_params)
     except (OSError, GolfDecodeError) as e:  # unreadable: its reason, not the errno
         raise GolfDecodeError(f"{path}: {getattr(e, 'strerror', 0) or e}") from None
 
