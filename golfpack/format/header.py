@@ -141,6 +141,8 @@ def _read_streams(r: Reader, file_len: int) -> list[StreamInfo]:
         transform = codecs.TRANSFORM_NAMES.get(transform_id)
         if codec is None or transform is None:
             r.fail(f"stream {name!r}: unknown codec {codec_id} or transform {transform_id}")
+        if codec == "ans" and transform != "none":
+            r.fail(f"stream {name!r}: ans streams take no transform (it has {transform})")
         raw_len = r.varint("raw length", limit=MAX_TOTAL_RAW)
         stored_len = r.varint("stored length", limit=file_len)
         checksum = bytes(r.take(DIGEST, "stream checksum"))

@@ -85,8 +85,8 @@ class Artifact(ArtifactHeader):
             if i not in ans:
                 self.stream_content(i)
         if ans:
-            items = [(codecs.TRANSFORMS["none"], self._payload(self.streams[i]),
-                      self.streams[i].raw_len) for i in ans]
+            items = [(codecs.TRANSFORMS[s.transform], self._payload(s), s.raw_len)
+                     for s in (self.streams[i] for i in ans)]
             for i, (content, layout, seg_bits) in zip(ans, codecs.decode_ans_streams(items),
                                                        strict=True):
                 self._store(i, content, layout, seg_bits)

@@ -327,6 +327,23 @@ def fuzz_blob():
     return data
 
 
+def test_ans_stream_with_a_transform_is_refused_by_both_readers(fuzz_blob):
+    """FORMAT.md: an ans stream's transform must be 0. A resealed file whose ans stream says
+    "shuffle" (found by a longer fuzz run: golfpack's batched decode used to ignore the
+    transform of ans streams while the decoder refused it) is refused by both, one line."""
+    body, payloads = split(fuzz_blob)
+    art = parse_artifact(fuzz_blob)
+    for s in (s for s in art.streams if s.codec == "ans"):
+        name = s.name.encode()
+        i = body.index(bytes([len(name)]) + name) + 1 + len(name)  # codec, transform, param
+        assert body[i] == 5
+        for transform, param in ((1, 0), (1, 2), (2, 4)):
+            bad = reseal(body[:i + 1] + bytes([transform, param]) + body[i + 3:], payloads)
+            with pytest.raises(ArtifactError, match="ans streams take no transform"):
+                parse_artifact(bad)
+            assert _agree(bad) == "refused"
+
+
 def test_fuzz_flips_and_truncations_agree(fuzz_blob):
     rng = np.random.default_rng(0)
     seen = set()
