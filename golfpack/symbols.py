@@ -22,6 +22,7 @@ regexes); that is the one assumption the pruner makes about code it drops.
 from __future__ import annotations
 
 import ast
+import io
 import re
 from dataclasses import dataclass, field
 
@@ -240,6 +241,9 @@ class ModuleInfo:
 
     def __init__(self, name: str, text: str, filename: str, is_pkg: bool):
         self.name, self.text, self.is_pkg = name, text, is_pkg
+        # lines as ast numbers them: split at \n, \r\n and \r only (str.splitlines also
+        # splits at \f, \x1c-\x1e, \x85, \u2028, ... which may stand inside a string)
+        self.lines = io.StringIO(text, newline="").readlines()
         self.package = name if is_pkg else name.rpartition(".")[0]
         tree = ast.parse(text, filename=filename)
         future = any(isinstance(s, ast.ImportFrom) and s.module == "__future__"
@@ -300,5 +304,4 @@ class ModuleInfo:
         return "effect", None
 
     def segment(self, unit: Unit) -> str:
-        lines = self.text.splitlines(keepends=True)
-        return "".join(lines[unit.start - 1:unit.end])
+        return "".join(self.lines[unit.start - 1:unit.end])

@@ -185,3 +185,22 @@ def test_the_real_lazy_scorer_import_is_served():
     assert "def score_tokens" in sources["golfeval.score.core"][1]
     assert "def __getattr__" in sources["golfeval.score"][1]
     assert "golfeval.score.evaluate" not in sources
+
+
+def test_units_are_cut_at_the_lines_ast_counts(tmp_path):
+    """A string holding a character str.splitlines breaks at (U+2028, form feed, U+0085)
+    does not shift the cut: each kept function comes out whole and runs."""
+    src = _toy(tmp_path)
+    (src / "toy" / "seps.py").write_text(
+        'A = "a\u2028b\x0cc\x85d"\n\n\ndef keep():\n    return len(A)\n\n\n'
+        'def drop():\n    return "UNUSED_SEPS"\n', encoding="utf-8")
+    script = "from toy.seps import keep\nprint(keep())\n"
+    sources = function_closure(script, "<t>", root=src, packages=("toy",))
+    text = sources["toy.seps"][1]
+    assert "def keep():\n    return len(A)\n" in text and "UNUSED_SEPS" not in text
+    bundle = tmp_path / "bundle.py"
+    bundle.write_text(FINDER % repr(sources) + script, encoding="utf-8")
+    got = subprocess.run([sys.executable, "-I", "-S", str(bundle)], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "7\n"
