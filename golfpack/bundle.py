@@ -77,15 +77,17 @@ def build_bundle(script, features=None, mode: str = "raw", *,
         parts["glue"] = len(out) - sum(parts.values())
     else:
         small = gd.minified_source(features)
+        # the decoder's own rule: brotli only where the artifact needs brotli anyway
+        compressors = gd.wrapper_compressors(features)
 
         def wrapped(pkgs) -> bytes:
             sel = {m: t for m, t in texts.items() if m.split(".")[0] in pkgs}
             text = future + prelude(small) + finder_source(sel) + body
-            return self_extracting(text.encode("utf-8"), path)[0]
+            return self_extracting(text.encode("utf-8"), path, compressors)[0]
 
         # marginal bytes of each part inside the one shared wrapper; the last wrapper built
         # (every package in) is the bundle
-        alone = len(self_extracting(src, path)[0])
+        alone = len(self_extracting(src, path, compressors)[0])
         out = wrapped(())
         prev = len(out)
         parts = {"script": alone, "decoder": prev - alone}

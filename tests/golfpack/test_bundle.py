@@ -358,3 +358,16 @@ def test_lean_encode_matches_encode_artifact_for_every_codec():
             encode_state_dict_general(sd, {}, codec=bad)
     with pytest.raises(ArtifactError, match="unknown codec"):
         encode_state_dict(sd, {}, codec="gzip")
+
+
+def test_minified_bundle_needs_brotli_only_where_its_decoder_does(tmp_path):
+    """The bundle's wrapper follows the decoder's rule (decoder.wrapper_compressors): an
+    artifact without brotli gets a bundle that runs where brotli is not installed."""
+    from golfpack.bundle import build_bundle
+
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    feats = {"zstd", "quant", "float", "raw"}
+    out, _ = build_bundle(script, feats, "minified")
+    assert out.startswith(b"#coding:l1\nimport lzma;")
+    assert out.startswith(gd.decoder_file(feats, "minified")[:len(b"#coding:l1\nimport lzma;")])
