@@ -81,9 +81,16 @@ def _module_file(folder: Path, dotted: str) -> Path | None:
     return None
 
 
-def local_dependencies(source: bytes, folder: Path) -> list[tuple[Path, str]]:
+def local_dependencies(source: bytes, folder: Path, root=None) -> list[tuple[Path, str]]:
     """Folder-local .py files a script imports (`import x`, `from x import y`) or execs
-    (`exec(open("x.py").read())`, `runpy.run_path("x.py")`), found by reading its syntax."""
+    (`exec(open("x.py").read())`, `runpy.run_path("x.py")`), found by reading its syntax.
+    A file that resolves outside `root` (default `folder`: a `../x.py` literal, a link) is
+    never read: it comes back with the role "outside"."""
+    root = Path(root or folder).resolve()
+
+    def found(p: Path, role: str) -> tuple[Path, str]:
+        return p, role if p.resolve().is_relative_to(root) else "outside"
+
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -101,11 +108,11 @@ def local_dependencies(source: bytes, folder: Path) -> list[tuple[Path, str]]:
                         arg.value.endswith(".py"):
                     p = folder / arg.value
                     if p.is_file():
-                        out.append((p, "exec"))
+                        out.append(found(p, "exec"))
         for n in names:
             p = _module_file(folder, n)
             if p is not None:
-                out.append((p, "import"))
+                out.append(found(p, "import"))
     return out
 
 
@@ -148,6 +155,10 @@ def count_code(folder=None, files=None, compressed: bool = True) -> CodeCount:
     sources = []
     while queue:
         p, role = queue.pop(0)
+        if role == "outside":
+            count.problems.append(f"{p}: the code refers to it, but it lies outside the "
+                                  "record folder: not read, not counted")
+            continue
         key = os.path.realpath(p)
         if key in seen:
             continue
@@ -170,7 +181,7 @@ def count_code(folder=None, files=None, compressed: bool = True) -> CodeCount:
                 count.wrapper = {"codec": codec, "payload_bytes": len(payload)}
                 data = payload
                 sources[-1] = payload
-        queue.extend(local_dependencies(data, p.parent))
+        queue.extend(local_dependencies(data, p.parent, base))
     if compressed and sources:
         code = b"\n".join(sources)
         count.recipe_bytes = log_recipe_bytes(code)

@@ -272,3 +272,19 @@ def test_review_claim_option_and_the_advice_for_a_folder_without_a_claim(tmp_pat
     shutil.copytree(rec, tmp_path / "other" / "r2")
     two = runner.invoke(main, ["review", str(tmp_path), "--claim", "1.2"])
     assert two.exit_code == 2 and "--claim" in two.output and "single" in two.output
+
+
+def test_code_outside_the_record_folder_is_never_read(tmp_path):
+    """A script naming `../x.py` (or a link out of the folder) does not make the count read
+    a file outside the record folder: it is named as a problem instead."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (tmp_path / "secret.py").write_bytes(b"S = 1\n" * 50)
+    (rec / "train_gpt.py").write_bytes(b"exec(open('../secret.py').read())\nimport linked\n")
+    (rec / "linked.py").symlink_to(tmp_path / "secret.py")
+    deps = local_dependencies((rec / "train_gpt.py").read_bytes(), rec)
+    assert {(p.name, role) for p, role in deps} == {("secret.py", "outside"),
+                                                     ("linked.py", "outside")}
+    c = count_code(rec, compressed=False)
+    assert [f.path for f in c.files] == ["train_gpt.py"]
+    assert sum("outside the record folder" in p for p in c.problems) == 2
