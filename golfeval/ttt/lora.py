@@ -284,12 +284,12 @@ def evaluate_lora(model: nn.Module, tokens: np.ndarray, target_bytes: np.ndarray
     restore = ModelRestore(model, weights=False, bar=bar)
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "LoRA evaluation"):
-        model.requires_grad_(False)
-        if adapt:
-            drop_inference_caches(model)
-        adapters = (BatchedLoRA(model, settings.targets, settings.rank, settings.batch,
-                                settings.seed, settings.scale) if adapt else None)
         with restore:
+            model.requires_grad_(False)
+            if adapt:
+                drop_inference_caches(model)
+            adapters = (BatchedLoRA(model, settings.targets, settings.rank, settings.batch,
+                                    settings.seed, settings.scale) if adapt else None)
             for i, sel in enumerate(mine):
                 batch = DocBatch(model, tokens, starts[sel], ntargets[sel], settings, device,
                                  amp, adapters, fresh_a=i == 0)

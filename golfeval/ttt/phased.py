@@ -316,30 +316,30 @@ def evaluate_phased(model, tokens: np.ndarray, target_bytes: np.ndarray,
     n_batches = [0]
     t0 = time.perf_counter()
     with unchanged(lambda: state_tensors(model), "phased evaluation"):
-        model.requires_grad_(False)
-        drop_inference_caches(model)
-        adapters = BatchedLoRA(model, s.targets, s.rank, s.batch, s.seed, s.scale)
-        trainer = GlobalTrainer(model, tokens, settings, device, amp, rank, world, bos_id)
-        edges = [0, *bounds, int(starts.size)]
-
-        def score_segment(k: int) -> tuple[float, int]:
-            docs = np.arange(edges[k], edges[k + 1], dtype=np.int64)
-            batches = document_batches(docs, ntargets, s)
-            n_batches[0] += len(batches)
-            first, scored = len(tally.row_sums), tally.scored
-            for i, sel in enumerate(batches[rank::world]):
-                batch = DocBatch(model, tokens, starts[sel], ntargets[sel], s, device, amp,
-                                 adapters, fresh_a=i == 0)
-                ledger = ScoreFirstLedger(batch.state)
-                with torch.enable_grad():
-                    score_first_loop(batch, ledger, tally, key=(k, i))
-                if bar is not None:
-                    bar.update(int(ntargets[sel].sum()) * world)
-            return math.fsum(tally.row_sums[first:]), tally.scored - scored
-
-        run = PhasedRun(model, tokens, settings, starts, ntargets, bounds, tally, trainer,
-                        score_segment, ScoreFirstLedger(lambda: state_tensors(model)))
         with restore:
+            model.requires_grad_(False)
+            drop_inference_caches(model)
+            adapters = BatchedLoRA(model, s.targets, s.rank, s.batch, s.seed, s.scale)
+            trainer = GlobalTrainer(model, tokens, settings, device, amp, rank, world, bos_id)
+            edges = [0, *bounds, int(starts.size)]
+
+            def score_segment(k: int) -> tuple[float, int]:
+                docs = np.arange(edges[k], edges[k + 1], dtype=np.int64)
+                batches = document_batches(docs, ntargets, s)
+                n_batches[0] += len(batches)
+                first, scored = len(tally.row_sums), tally.scored
+                for i, sel in enumerate(batches[rank::world]):
+                    batch = DocBatch(model, tokens, starts[sel], ntargets[sel], s, device, amp,
+                                     adapters, fresh_a=i == 0)
+                    ledger = ScoreFirstLedger(batch.state)
+                    with torch.enable_grad():
+                        score_first_loop(batch, ledger, tally, key=(k, i))
+                    if bar is not None:
+                        bar.update(int(ntargets[sel].sum()) * world)
+                return math.fsum(tally.row_sums[first:]), tally.scored - scored
+
+            run = PhasedRun(model, tokens, settings, starts, ntargets, bounds, tally, trainer,
+                            score_segment, ScoreFirstLedger(lambda: state_tensors(model)))
             _loop(run)
     seconds = device_seconds(device, t0)
     if on_phase is not None:

@@ -145,3 +145,24 @@ def test_adapter_sites_and_settings_errors(model):
         LoraSettings(chunk=256, context=128)
     with pytest.raises(GolfError, match="target_bytes"):
         evaluate_lora(model, np.array([1, 2, 3]), np.ones(5), S)
+
+
+def test_a_failing_set_up_leaves_the_models_flags_as_found(model, stream, monkeypatch):
+    """The adapters are built inside the restore block: when building them raises, the
+    requires_grad flags the evaluation switched off come back (ModelRestore)."""
+    import golfeval.ttt.lora as lora_mod
+
+    def broken(*a, **k):
+        raise RuntimeError("adapters could not be built")
+
+    found = [p.requires_grad for p in model.parameters()]  # (the shared fixture's flags)
+    next(model.parameters()).requires_grad_(True)
+    flags = [p.requires_grad for p in model.parameters()]
+    monkeypatch.setattr(lora_mod, "BatchedLoRA", broken)
+    try:
+        with pytest.raises(RuntimeError, match="could not be built"):
+            evaluate_lora(model, stream, np.ones(stream.size - 1, dtype=np.int64), S)
+        assert [p.requires_grad for p in model.parameters()] == flags
+    finally:
+        for p, f in zip(model.parameters(), found, strict=True):
+            p.requires_grad_(f)
