@@ -18,14 +18,17 @@ def _bits(ctx, param, value):
 
 
 def _lookup_mix(ctx, param, value):
+    """Refused at parse time, by the library's own rule (pipeline.parse_lookup_mix; the
+    default needs no import of it, and so not of torch)."""
     if value == "auto":
         return value
+    from golfpack.errors import GolfError
+    from golfpack.hessian.pipeline import parse_lookup_mix
+
     try:
-        lam = float(value)
-    except ValueError:
-        lam = -1.0
-    if not lam >= 0 or lam == float("inf"):
-        raise click.BadParameter(f"{value!r}: use auto or a number >= 0")
+        lam = parse_lookup_mix(value)
+    except GolfError:
+        raise click.BadParameter(f"{value!r}: use auto or a number >= 0") from None
     return lam
 
 
