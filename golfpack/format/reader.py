@@ -129,10 +129,8 @@ class Artifact(ArtifactHeader):
             out[p.role] = arr
         return out
 
-    def report(self, qmodel=None, decode: bool = True) -> dict:
-        """Exact accounting, every stream decoded and checked first (unless not `decode`)."""
-        if not decode:
-            return super().report(qmodel)
+    def report(self, qmodel=None) -> dict:
+        """Exact accounting, every stream decoded and checked first."""
         from golfpack.accounting import artifact_report
 
         self.decode_all()  # verifies every digest first
