@@ -10,15 +10,17 @@ class GolfError(Exception):
     never by a CLI flag, and `param` lists the keywords it names. A CLI writes those as
     its own flags (golfpack.cli.kit), so the command line reads --max-tokens / --force.
     `fallback` is the message for a command that has no option for one of them (advice
-    such a user can follow instead)."""
+    such a user can follow instead). A message that is a Note brings its own params and
+    fallback (unless they are given)."""
 
     exit_code = 2
 
     def __init__(self, *args, param: str | tuple[str, ...] | list[str] | None = None,
                  fallback: str | None = None):
         super().__init__(*args)
-        self.params = _param_names(param)
-        self.fallback = fallback
+        note = args[0] if len(args) == 1 and isinstance(args[0], Note) else None
+        self.params = _param_names(param) if param is not None or note is None else note.params
+        self.fallback = fallback if fallback is not None or note is None else note.fallback
 
 
 class Note(str):

@@ -141,7 +141,7 @@ def review(record_dir, sota, sota_bpb, claim, code_files, rule, plot_path, force
     else:
         print_review(rv)
     if not rv.ok:
-        raise CheckFailed(rv.verdict, param=rv.verdict.params, fallback=rv.verdict.fallback)
+        raise CheckFailed(rv.verdict)  # a Note: its params and fallback come along
 
 
 def _review_tree(folders, as_json: bool) -> None:

@@ -127,6 +127,11 @@ def test_a_command_without_the_option_gets_the_messages_fallback():
                fallback="use `force=True`")
     assert with_flags(two, two.params, table, fallback=two.fallback) == "use --force"
     assert Note("x", fallback="y").fallback == "y" and GolfError("z").fallback is None
+    # an error raised with a Note as its message carries the Note's params and fallback
+    e = GolfError(note)
+    assert (e.params, e.fallback) == (("claim",), "no claim; add it to submission.json")
+    e = GolfError(note, param="force", fallback="other")
+    assert (e.params, e.fallback) == (("force",), "other")
 
 
 @click.command()
