@@ -115,6 +115,11 @@ def self_extracting(source: bytes, path: str = "<code>", compressors=("lzma", "b
     return _WRAPPER % (name, name, latin1_literal(packed[best])), best
 
 
+def wrapper_method(compressor: str) -> str:
+    """How a self_extracting wrapper was made, as reports name it."""
+    return f"minify+{compressor}+l1"
+
+
 def code_bytes(files=(), mode: str = "raw") -> dict:
     """{"code_bytes", "mode", "files": [{path, raw_bytes, bytes, method}]}."""
     if mode not in CODE_MODES:
@@ -128,7 +133,7 @@ def code_bytes(files=(), mode: str = "raw") -> dict:
         else:
             wrapper, method = self_extracting(src, os.fspath(f))
             rows.append({"path": os.fspath(f), "raw_bytes": len(src), "bytes": len(wrapper),
-                         "method": f"minify+{method}+l1"})
+                         "method": wrapper_method(method)})
     return {"code_bytes": sum(r["bytes"] for r in rows), "mode": mode, "files": rows}
 
 

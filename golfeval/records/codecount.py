@@ -186,10 +186,10 @@ def count_code(folder=None, files=None, compressed: bool = True) -> CodeCount:
         code = b"\n".join(sources)
         count.recipe_bytes = log_recipe_bytes(code)
         try:
-            from golfpack.accounting import self_extracting
+            from golfpack.accounting import self_extracting, wrapper_method
 
             wrapper, method = self_extracting(code, count.script or "<code>")
-            count.minified_bytes, count.minified_method = len(wrapper), f"minify+{method}+l1"
+            count.minified_bytes, count.minified_method = len(wrapper), wrapper_method(method)
         except Exception as exc:  # minifier missing or the code does not parse
             count.problems.append(f"minified size not computed: {exc}")
     return count
