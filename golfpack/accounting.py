@@ -111,8 +111,13 @@ def self_extracting(source: bytes, path: str = "<code>", compressors=("lzma", "b
 
         packed["brotli"] = brotli.compress(small, quality=11)
     best = min(packed, key=lambda k: (len(packed[k]), k))
-    name = best.encode()
-    return _WRAPPER % (name, name, latin1_literal(packed[best])), best
+    return wrapper_file(packed[best], best), best
+
+
+def wrapper_file(packed: bytes, compressor: str) -> bytes:
+    """The self-extracting file around `packed` (compressed by `compressor`: lzma, brotli)."""
+    name = compressor.encode()
+    return _WRAPPER % (name, name, latin1_literal(packed))
 
 
 def wrapper_method(compressor: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 
-from golfpack.accounting import CODE_MODES, latin1_literal, self_extracting
+from golfpack.accounting import CODE_MODES, self_extracting, wrapper_file
 from golfpack.errors import GolfError
 from golfpack.format.layout import parse_slice
 
@@ -152,10 +152,11 @@ def _estimated_bytes(features: frozenset, mode: str = "minified") -> int:
     if "brotli" in wrapper_compressors(features):
         import brotli
 
-        packed = brotli.compress(small, quality=11)
+        packed, name = brotli.compress(small, quality=11), "brotli"
     else:
         packed = lzma.compress(small, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME)
-    return len(latin1_literal(packed)) + 60  # the wrapper around the literal
+        name = "lzma"
+    return len(wrapper_file(packed, name))
 
 
 def decoder_features(source: bytes) -> set[str] | None:
