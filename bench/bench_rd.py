@@ -78,8 +78,9 @@ def main():
     torch.set_num_threads(args.threads)
     import tempfile
 
-    from golfpack.accounting import code_bytes
+    from golfpack.accounting import add_decoder, code_bytes
     from golfpack.artifact import encode_artifact, parse_artifact
+    from golfpack.decoder import FEATURES, decoder_bytes, decoder_row, features_of
     from golfpack.hessian import calib, gptq, lookupmix
     from golfpack.hessian import pipeline as fitpack
     from golfpack.quant.qmodel import quantize_state_dict
@@ -105,8 +106,12 @@ def main():
         batches, label = calib.calibration_batches(model, data["shard_dir"], nb,
                                                    args.calib_tokens, args.seq_len)
         hs = calib.collect_hessians(model, batches, source=label)
-        lc = calib.lookup_curvature(model, batches)
-        cal[nb] = (batches, hs, lc)
+        # the lookup mix exactly as `--lookup-mix auto` runs it (pipeline.apply_lookup_mix):
+        # G on the first LOOKUP_BATCHES batches (taken here, before any inference-mode
+        # scoring), λ by the loss on loss_batches; one loss per calibration size
+        lc = calib.lookup_curvature(model, batches[:fitpack.LOOKUP_BATCHES])
+        cal[nb] = (batches, hs, lc,
+                   fitpack.calibration_loss_fn(model, fitpack.loss_batches(batches)))
         log(f"calibration {nb}x{args.calib_tokens} (rows of {args.seq_len}): H {hs.seconds:.1f}s, "
             f"lookup curvature {lc.seconds:.1f}s (head scale {lc.head_scale:.3f})")
     T = args.eval_seq_len or args.seq_len
@@ -126,12 +131,17 @@ def main():
         g = paired_gap(ev["nats"], pre[L]["nats"], data["target_bytes"], args.se_window or L)
         return g, ev["nats"]
 
-    code = code_bytes()
+    # the code a --fit artifact is budgeted with, as compress --fit counts it: the whole-
+    # format decoder; every row's bytes are net: the artifact + the decoder pruned to it
+    code = add_decoder(code_bytes(), decoder_row(FEATURES, "minified"))
     results: dict[str, list] = {k: [] for k in ("a", "b", "c", "e", "d")}
 
     def record(key, label, blob, extra=None, lens_=(T,)):
-        state = parse_artifact(blob).state_dict()
-        row = {"label": label, "bytes": len(blob), **(extra or {})}
+        art = parse_artifact(blob)
+        state = art.state_dict()
+        dec = decoder_bytes(features_of(art), "minified")
+        row = {"label": label, "bytes": len(blob) + dec, "artifact_bytes": len(blob),
+               "decoder_bytes": dec, **(extra or {})}
         for L in lens_:
             (g, se), nats = evaluate(state, L)
             row[f"gap@{L}"], row[f"se@{L}"] = g, se
@@ -139,14 +149,13 @@ def main():
                 nats_of[id(row)] = nats
         row["gap"], row["se"] = row[f"gap@{T}"], row[f"se@{T}"]
         results[key].append(row)
-        log(f"({key}) {label:<34} {len(blob):>10,} B  gap {row['gap']:+.5f} ± {row['se']:.5f}"
+        log(f"({key}) {label:<34} {row['bytes']:>10,} B  gap {row['gap']:+.5f} ± {row['se']:.5f}"
             + "".join(f"  @{L}: {row[f'gap@{L}']:+.5f} ± {row[f'se@{L}']:.5f}"
                       for L in lens_ if L != T))
         return row
 
     head = f"@control=fp32;@small({args.small})=fp16;"  # passthrough rules, as the records
     bits = [int(b) for b in args.bits.split(",")]
-    key_t = calib.TIED_KEY
     for b in bits:
         qm = quantize_state_dict(sd, head + f"*=int{b}:amax")
         record("a", f"int{b} amax + zstd-22", encode_artifact(qm, cfg, codec="zstd")[0])
@@ -154,17 +163,17 @@ def main():
         record("b", f"int{b} gptq-lite", encode_artifact(qm, cfg, codec="ans")[0],
                {"bits": b}, lens)
         for nb in sizes:
-            batches, hs, lc = cal[nb]
+            batches, hs, lc, loss_fn = cal[nb]
             full = nb == args.calib_batches
             qm, rep = gptq.quantize_model(sd, hs, head + f"*=int{b}:gptq-lite")
             record("c", f"int{b} full GPTQ (calib {nb})",
                    encode_artifact(qm, cfg, codec="ans")[0], {"bits": b, "calib": nb},
                    lens if full else (T,))
             t = time.time()
-            loss_fn = fitpack.calibration_loss_fn(model, batches[:2])
-            lam, mixed, mrep = lookupmix.choose_lookup_mix(
-                sd[key_t], hs, lc, parse_scheme(f"int{b}:gptq-lite"), loss_fn)
-            model.load_state_dict(sd)
+            mixed, mrep = fitpack.apply_lookup_mix(model, sd, hs, batches,
+                                                   head + f"*=int{b}:gptq-lite", "auto",
+                                                   loss_fn=loss_fn, curvature=lc)
+            lam = mrep["lambda"]
             qm, rep = gptq.quantize_model(sd, mixed, head + f"*=int{b}:gptq-lite")
             record("e", f"int{b} GPTQ+lookup λ={lam:g} (calib {nb})",
                    encode_artifact(qm, cfg, codec="ans")[0],
@@ -173,16 +182,15 @@ def main():
 
     t_measure = 0.0
     if not args.no_fit:
-        batches, hs, lc = cal[args.calib_batches]
-        loss_fn = fitpack.calibration_loss_fn(model, batches[:2])
-        lam, mixed, _ = lookupmix.choose_lookup_mix(
-            sd[key_t], hs, lc, parse_scheme(lookupmix.FIT_SCHEME), loss_fn)
-        model.load_state_dict(sd)
+        batches, hs, lc, loss_fn = cal[args.calib_batches]
+        mixed, mrep = fitpack.apply_lookup_mix(model, sd, hs, batches, head + "*=int6:gptq-lite",
+                                               "auto", loss_fn=loss_fn, curvature=lc,
+                                               float_scheme=parse_scheme(lookupmix.FIT_SCHEME))
+        lam = mrep["lambda"]
         fit_bits = tuple(int(x) for x in args.fit_bits.split(","))
         t = time.time()
         setup = fitpack.prepare_fit(sd, mixed, head + "*=int6:gptq-lite", fit_bits,
                                     sensitivity="family", loss_fn=loss_fn)
-        model.load_state_dict(sd)
         t_measure = time.time() - t
         log(f"fit setup (lookup mix {lam:g}, family sensitivity): {t_measure:.1f}s")
         for row in results["b"]:

@@ -279,13 +279,15 @@ def parse_lookup_mix(mix) -> float | None:
 
 def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix="auto",
                      autocast: bool | None = None, log: Log = None, float_scheme=None,
-                     loss_fn=None):
+                     loss_fn=None, curvature=None):
     """The tied embedding's H with its lookup role mixed in (golfpack.hessian.lookupmix):
     `mix` a number λ >= 0 (0: the head H alone) or "auto" (λ chosen by calibration loss at
     the spec's scheme for the embedding; `float_scheme` instead where the spec stores it in
     float, e.g. for a fit, which may still quantize it) -> (hessians, report or None).
     `loss_fn`: the calibration loss to choose by, where the caller measures with it too
-    (one model copy, one base loss); None: built here on `loss_batches(batches)`."""
+    (one model copy, one base loss); None: built here on `loss_batches(batches)`.
+    `curvature`: the lookup curvature already measured on `batches[:LOOKUP_BATCHES]` (a
+    caller that must take it before an inference-mode pass); None: measured here."""
     from golfpack.hessian import calib, lookupmix
     from golfpack.quant.qmodel import dtype_name
     from golfpack.quant.scheme import resolve
@@ -302,7 +304,8 @@ def apply_lookup_mix(model, state_dict, hessians, batches, spec: str | None, mix
         scheme = float_scheme
     # a backward pass costs ~2 forwards: G from the first LOOKUP_BATCHES batches (it is
     # normalised per token, so it needs no more than the head H's batches)
-    curv = calib.lookup_curvature(model, batches[:LOOKUP_BATCHES], autocast)
+    curv = curvature if curvature is not None else \
+        calib.lookup_curvature(model, batches[:LOOKUP_BATCHES], autocast)
     if not auto:
         return lookupmix.mix_hessians(hessians, curv, lam), {"lambda": lam, "chosen": "given",
                                                              "head_scale": curv.head_scale}
