@@ -19,12 +19,10 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from golfpack.errors import GolfError
 from golfpack.hessian import lqer
 from golfpack.hessian.fit import Encoded, FitResult, Option, TensorChoices, downgrade
-from golfpack.quant.rows import dequantize
+from golfpack.quant.qmodel import reconstruct
 
 MAX_ENCODES = 12  # real encodes the filler may spend
 LOOKAHEAD = 4  # ranks tried past the current one
@@ -218,22 +216,24 @@ class LqerLadder:
 
     def __init__(self, encoder):  # a golfpack.hessian.pipeline.PlanEncoder
         self.encoder, self.memo = encoder, {}
-        self.svds: dict = {}  # (name, scheme) -> lqer.ErrorSVD of the codes the encoder stores
+        self.w_hats: dict = {}  # (name, scheme) -> ŵ of the codes the encoder stores
+        self.svds: dict = {}  # (name, scheme) -> lqer.ErrorSVD of those codes
 
     def __call__(self, name: str, base: Option, rank: int) -> Option | None:
         key = (name, base.scheme, rank)
         if key not in self.memo:
             st = self.encoder.setup
             entry = self.encoder.entries_for({name: base})[name]
-            codes = torch.from_numpy(entry.parts["codes"].data.copy()).reshape(entry.shape[0], -1)
-            w_hat = dequantize(codes, torch.from_numpy(entry.parts["scales"].data.copy()))
+            k = (name, base.scheme)
+            if k not in self.w_hats:  # (qmodel.reconstruct: bit-identical to dequantize)
+                self.w_hats[k] = reconstruct(entry).reshape(entry.shape[0], -1)
+            w_hat = self.w_hats[k]
             opt = None
             if rank <= min(w_hat.shape):
                 w, prep = st.state_dict[name], st.preps[name]
-                svd = self.svds.get((name, base.scheme))
-                if svd is None:
-                    svd = self.svds[(name, base.scheme)] = lqer.error_svd(w, w_hat, prep)
-                lr = lqer.fit_lowrank(w, w_hat, prep, rank, svd=svd)
+                if k not in self.svds:
+                    self.svds[k] = lqer.error_svd(w, w_hat, prep)
+                lr = lqer.fit_lowrank(w, w_hat, prep, rank, svd=self.svds[k])
                 if 0 < lr.err_after < lr.err_before or (lr.err_after == 0 < lr.err_before):
                     nb = lr.nbytes()
                     opt = Option(base.scheme, base.err * lr.err_after / lr.err_before,
