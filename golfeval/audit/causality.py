@@ -137,12 +137,9 @@ def _sliding(model, cfg: AuditConfig) -> AuditMode:
                      doc_isolated=cfg.doc_isolation)
 
 
-def _document_chunk_starts(tokens, bos_id: int, chunk: int) -> list[int]:
+def _document_chunk_starts(starts, ntargets, chunk: int) -> list[int]:
     """Where per-document LoRA TTT's schedule changes: each document's start and the start
-    of each of its chunks."""
-    from golfeval.ttt.lora import split_documents
-
-    starts, ntargets = split_documents(tokens, bos_id)
+    of each of its chunks (documents as golfeval.ttt.lora.split_documents gives them)."""
     out = list(starts)
     for a, n in zip(starts, ntargets, strict=True):
         out.extend(range(int(a) + chunk, int(a + n), chunk))
@@ -151,7 +148,7 @@ def _document_chunk_starts(tokens, bos_id: int, chunk: int) -> list[int]:
 
 @register("lora")
 def _lora(model, cfg: AuditConfig) -> AuditMode:
-    from golfeval.ttt.lora import LoraSettings, evaluate_lora
+    from golfeval.ttt.lora import LoraSettings, evaluate_lora, split_documents
 
     s = cfg.ttt if isinstance(cfg.ttt, LoraSettings) else LoraSettings(context=cfg.seq_len)
 
@@ -160,7 +157,7 @@ def _lora(model, cfg: AuditConfig) -> AuditMode:
                              bos_id=cfg.bos_id)
 
     def boundaries(tokens):
-        return _document_chunk_starts(tokens, cfg.bos_id, s.chunk)
+        return _document_chunk_starts(*split_documents(tokens, cfg.bos_id), s.chunk)
 
     return AuditMode("lora", evaluate, boundaries=boundaries, doc_isolated=True)
 
@@ -195,8 +192,8 @@ def _phased(model, cfg: AuditConfig) -> AuditMode:
 
     def boundaries(tokens):
         # document starts, LoRA chunk starts, and the first target after each phase
-        out = _document_chunk_starts(tokens, cfg.bos_id, s.lora.chunk)
-        starts = split_documents(tokens, cfg.bos_id)[0]
+        starts, ntargets = split_documents(tokens, cfg.bos_id)
+        out = _document_chunk_starts(starts, ntargets, s.lora.chunk)
         out.extend(int(starts[b]) for b in phase_boundaries(int(starts.size), s.phases))
         return out
 
