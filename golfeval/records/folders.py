@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golfeval.records.parse import RunLog, parse_text
-from golfeval.records.submission import (  # noqa: F401 (re-exported)
+from golfeval.records.submission import (
     Submission,
     is_submission_name,
     load_submission,
     normalise_track,
-    parse_submission,
 )
 from golfpack.errors import GolfError
 

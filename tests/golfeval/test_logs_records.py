@@ -10,11 +10,11 @@ import pytest
 from golfeval.records.folders import (
     find_record_folders,
     load_submission,
-    parse_submission,
     read_folder,
     read_log_file,
     read_tree,
 )
+from golfeval.records.submission import parse_submission
 
 T10 = "track_10min_16mb"
 NR = "track_non_record_16mb"
