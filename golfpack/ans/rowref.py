@@ -112,6 +112,10 @@ class _Rows:
         c = self.cols[k]
         return int(self.off[k] + (row - self.first[k]) * c), c
 
+    def valid(self, row: int, back: int) -> bool:
+        """A reference the format allows: an existing row, to an earlier row of its matrix."""
+        return row < self.first[-1] and back >= 1 and row - back >= self.first[self.matrix(row)]
+
 
 def apply(codes: np.ndarray, layout, refs, qmax: int) -> np.ndarray:
     """Encoder side: codes with every referenced row replaced by its wrapped delta (to the
@@ -141,7 +145,7 @@ def check(refs, layout) -> list[tuple[int, int]]:
     rows, out, prev = _Rows(layout), [], -1
     for row, back in refs:
         row, back = int(row), int(back)
-        if not prev < row < layout.n_rows or back < 1 or row - back < rows.first[rows.matrix(row)]:
+        if not (prev < row and rows.valid(row, back)):
             raise ValueError(f"row reference ({row}, {back}) is out of range or out of order")
         out.append((row, back))
         prev = row
@@ -164,7 +168,7 @@ def read(r, layout) -> list[tuple[int, int]]:
     for _ in range(r.varint("row reference count", limit=n_rows)):
         row += 1 + r.varint("row reference gap", limit=n_rows)
         back = r.varint("row reference", limit=n_rows)
-        if row >= n_rows or back < 1 or row - back < rows.first[rows.matrix(row)]:
+        if not rows.valid(row, back):
             raise ArtifactError(f"{r.what}: row reference out of range")
         refs.append((row, back))
     return refs
