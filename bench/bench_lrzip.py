@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +38,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from bench_compress import timed  # noqa: E402  (bench/ on the path first)
 
 SPEC = "@control=fp32;@small(4096)=fp16;tok_emb*=int8:gptq-lite;*=int6:gptq-lite"
 SORT_MIN_BYTES = 1 << 16  # "large" groups get the similarity sort
-
-
-def timed(fn, *a, **k):
-    t = time.perf_counter()
-    out = fn(*a, **k)
-    return out, time.perf_counter() - t
 
 
 def nn_chain(x: np.ndarray) -> np.ndarray:
