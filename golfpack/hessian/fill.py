@@ -143,7 +143,8 @@ def _fill(plan, enc, budget, tol, choices, encode, rank_option, model, history, 
     return plan, enc
 
 
-def _loss(choices, plan) -> float:
+def predicted_loss(choices, plan) -> float:
+    """Σ α·e of a plan: the loss the fit predicts for it."""
     return sum(choices[n].alpha * o.err for n, o in plan.items())
 
 
@@ -199,7 +200,8 @@ def fill_slack(result: FitResult, encode: Callable[[dict[str, Option]], Encoded]
             p2, e2 = _fill(p2, e2, budget, tol, choices, encode, rank_option, model, fills, log)
             # kept where it lands and does not raise the predicted loss: the window is not
             # worth a worse model
-            if e2.total_bytes >= floor and _loss(choices, p2) <= _loss(choices, plan):
+            if e2.total_bytes >= floor and \
+                    predicted_loss(choices, p2) <= predicted_loss(choices, plan):
                 plan, enc = p2, e2
                 break
     history = list(result.iterations)

@@ -163,7 +163,7 @@ def run_fit(setup: FitSetup, config: dict, budget: int, code: dict, codec: str =
         code["code_bytes"] + 4096
     res = fit.fit_to_budget(setup.choices, budget, enc, other_guess, tol, log=log)
     landed, ranks = res.encoded.total_bytes, sum(o.lqer_rank for o in res.picks.values())
-    loss_before = sum(setup.choices[n].alpha * o.err for n, o in res.picks.items())
+    loss_before = fill.predicted_loss(setup.choices, res.picks)
     if landed < budget * (1.0 - tol):  # the candidates' steps were too coarse: fill
         res = fill.fill_slack(res, enc, fill.LqerLadder(enc), tol, log)
     data = res.encoded.blob
@@ -249,17 +249,15 @@ def calibrate_checkpoint(ckpt_path, config, source, n_batches: int, batch_tokens
         cfg = {**cfg, "arch": arch}
     model = build_model(cfg, {k: v.float() if v.is_floating_point() else v
                               for k, v in state.items()}, arch=arch, trust=trust).to(device)
-    if bankcalib.has_banks(model):
+    banked = bankcalib.has_banks(model)
+    if banked:
         from golfpack.foreign.records import rebank_like
 
         state = rebank_like(state, model.state_dict())
-        batches, label = calib.calibration_batches(model, source, n_batches, batch_tokens,
-                                                   seq_len, seed, autocast, progress)
-        hs = bankcalib.collect_bank_hessians(model, batches, autocast, progress, label)
-        return state, cfg, model, hs, batches
     batches, label = calib.calibration_batches(model, source, n_batches, batch_tokens, seq_len,
                                                seed, autocast, progress)
-    hs = calib.collect_hessians(model, batches, autocast, progress, label)
+    collect = bankcalib.collect_bank_hessians if banked else calib.collect_hessians
+    hs = collect(model, batches, autocast, progress, label)
     return state, cfg, model, hs, batches
 
 
@@ -343,8 +341,6 @@ def compress_with_hessians(checkpoint, output, *, scheme_spec, codec, tokenizer,
     parse_lookup_mix(lookup_mix)  # before the slow calibration
     if str(calib) != "self":
         train_shard_paths(calib)  # refuses validation shards before anything slow
-
-
     from golfpack.accounting import code_bytes
     from golfpack.compress import write_artifact
     from golfpack.fileio import refuse_existing, refuse_same_file
