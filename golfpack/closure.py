@@ -23,6 +23,7 @@ import ast
 import re
 from pathlib import Path
 
+from golfpack.inline import module_file
 from golfpack.symbols import ModuleInfo, import_targets
 
 
@@ -46,11 +47,7 @@ class Closure:
     def file(self, name: str) -> Path | None:
         if not name or name.split(".")[0] not in self.packages:
             return None
-        base = self.root.joinpath(*name.split("."))
-        for p in (base.with_suffix(".py"), base / "__init__.py"):
-            if p.is_file():
-                return p
-        return None
+        return module_file(name, self.root)
 
     def info(self, name: str) -> ModuleInfo | None:
         if name not in self.infos:

@@ -38,8 +38,9 @@ del _s, _a, _u, _GolfSource
 '''
 
 
-def module_file(name: str) -> Path | None:
-    base = ROOT.joinpath(*name.split("."))
+def module_file(name: str, root: Path = ROOT) -> Path | None:
+    """The file of module `name` under `root` (its .py, or its package's __init__.py)."""
+    base = root.joinpath(*name.split("."))
     for p in (base.with_suffix(".py"), base / "__init__.py"):
         if p.is_file():
             return p
@@ -125,9 +126,9 @@ def module_texts(sources: dict[str, tuple[bool, str]], minify: bool = False) -> 
     read rather than run, stay verbatim)."""
     from golfpack.accounting import minify_source
 
-    out = {}
+    out, data = {}, _data_modules()
     for name, (is_pkg, text) in sources.items():
-        if minify and text and name not in _data_modules():
+        if minify and text and name not in data:
             text = minify_source(text.encode("utf-8"), name).decode("utf-8")
         out[name] = (is_pkg, text)
     return out
