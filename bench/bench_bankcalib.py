@@ -96,7 +96,8 @@ def main():
     hs_held = bankcalib.collect_bank_hessians(model, held)
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     slices = [n for n in hs.names() if "[" in n]
-    base = mean_loss(model, [torch.cat([b, b[:, :1]], 1) for b in held])
+    held_rows = [torch.cat([b, b[:, :1]], 1) for b in held]  # the held-out loss batches
+    base = mean_loss(model, held_rows)
     rows = []
     for bits in (6, 4):
         spec = f"@control=fp32;tok_emb*=int8;*=int{bits}"
@@ -110,8 +111,7 @@ def main():
             row[f"err_ratio_{label}"] = round(eg / er, 4)
         for label, qm in (("gptq", q_gptq), ("round", q_round)):
             model.load_state_dict(qm.state_dict())
-            row[f"dloss_{label}"] = round(mean_loss(
-                model, [torch.cat([b, b[:, :1]], 1) for b in held]) - base, 5)
+            row[f"dloss_{label}"] = round(mean_loss(model, held_rows) - base, 5)
         model.load_state_dict(sd)
         rows.append(row)
     res = {"model": {**hp, "params": sum(p.numel() for p in model.parameters()),
